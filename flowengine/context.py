@@ -1,0 +1,94 @@
+"""What a node sees while it runs: the services, the run's names and where it is.
+
+One ``RunContext`` is made per run and shared by its nodes; ``ctx.node`` is the id of the
+node currently running. Nodes reach the outside world only through these attributes, so a
+node never touches a driver and a test can swap any service.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+import time
+
+from flowengine.types import Scope
+
+log = logging.getLogger("flowengine.run")
+
+
+@dataclass
+class Services:
+    """The runtime services of one app; built once at start-up."""
+
+    cache: Any = None
+    sms: Any = None
+    email: Any = None
+    store: Any = None
+    storage: Any = None
+    auth: Any = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    app_dir: Path = Path(".")
+    #: Wall-clock seconds; tests inject a frozen clock here.
+    clock: Callable[[], float] = time.time
+    #: Set by the app once its flows are compiled, so a node can run another flow.
+    flows: Any = None
+
+    async def close(self) -> None:
+        for service in (self.cache, self.sms, self.email, self.store, self.storage):
+            closer = getattr(service, "close", None)
+            if closer is not None:
+                await closer()
+
+
+class RunContext:
+    """The context of one run of one flow."""
+
+    __slots__ = ("services", "scope", "flow", "node", "depth")
+
+    def __init__(self, services: Services, scope: Scope, flow: str, depth: int = 0) -> None:
+        self.services = services
+        self.scope = scope
+        self.flow = flow
+        self.node = ""
+        self.depth = depth
+
+    @property
+    def cache(self) -> Any:
+        return self.services.cache
+
+    @property
+    def store(self) -> Any:
+        return self.services.store
+
+    @property
+    def sms(self) -> Any:
+        return self.services.sms
+
+    @property
+    def email(self) -> Any:
+        return self.services.email
+
+    @property
+    def storage(self) -> Any:
+        return self.services.storage
+
+    @property
+    def auth(self) -> Any:
+        return self.services.auth
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.services.settings
+
+    @property
+    def app_dir(self) -> Path:
+        return self.services.app_dir
+
+    def now(self) -> float:
+        return self.services.clock()
+
+    def log(self, message: str, level: int = logging.INFO, **fields: Any) -> None:
+        """Log with the flow and node attached."""
+        log.log(level, "%s [%s/%s]", message, self.flow, self.node, extra={"fields": fields})

@@ -1,0 +1,156 @@
+"""The Starlette app built from a loaded ``App``: one route per endpoint, one error shape.
+
+Routes are built once at start-up. A request's path is matched by Starlette; its handler
+reads and validates the declared inputs, resolves the session when the endpoint wants
+one, runs the flow under the endpoint's time limit and answers with the ``Reply`` the flow
+ended with. Nothing per request re-reads or re-checks the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from flowengine.context import Services
+from flowengine.errors import FlowError
+from flowengine.graph import Endpoint, Flow, seconds
+from flowengine.http import errors
+from flowengine.http.inputs import Inputs
+from flowengine.http.requests import DEFAULT_BODY_LIMIT, parse_query, read_json
+from flowengine.interpreter import DEFAULT_STEP_LIMIT, run_flow
+from flowengine.spec.app import App
+from flowengine.types import Reply
+
+log = logging.getLogger("flowengine.http")
+
+DEFAULT_TIMEOUT = 30.0
+ALWAYS_ALLOWED_HEADERS = ["Content-Type", "X-Client", "X-Client-Key", "Session", "Authorization"]
+_NO_BODY = {"GET", "DELETE"}
+
+
+def build_app(
+    app: App,
+    services: Services,
+    *,
+    dev: bool = False,
+    extra_routes: list[BaseRoute] | None = None,
+) -> Starlette:
+    """Serve ``app``'s endpoints with ``services``."""
+    limits = app.settings.get("limits", {})
+    runner = _Runner(app, services, limits)
+    routes: list[BaseRoute] = [*(extra_routes or [])]
+    for flow in app.flows.values():
+        inputs = Inputs(flow.inputs, app.models)
+        for endpoint in flow.endpoints:
+            routes.append(Route(endpoint.path, runner.handler(flow, endpoint, inputs), methods=[endpoint.method]))
+    routes.append(Route("/openapi.json", _openapi(app), methods=["GET"]))
+    if dev:
+        from flowengine.http.dev import dev_routes
+
+        routes.extend(dev_routes(app, services))
+    starlette = Starlette(
+        routes=routes,
+        middleware=_middleware(app.settings),
+        exception_handlers=errors.HANDLERS,  # type: ignore[arg-type]
+    )
+    starlette.state.app = app
+    starlette.state.services = services
+    return starlette
+
+
+class _Runner:
+    """Turns a flow and one of its endpoints into a request handler."""
+
+    def __init__(self, app: App, services: Services, limits: dict[str, Any]) -> None:
+        self.services = services
+        self.env = app.settings.get("env", {})
+        self.client_keys = frozenset(app.settings.get("client_keys") or ())
+        self.body_limit = limits.get("body_bytes", DEFAULT_BODY_LIMIT)
+        self.step_limit = limits.get("steps", DEFAULT_STEP_LIMIT)
+        self.timeout = seconds(limits.get("timeout")) or DEFAULT_TIMEOUT
+
+    def handler(self, flow: Flow, endpoint: Endpoint, inputs: Inputs) -> Callable[[Request], Awaitable[Response]]:
+        timeout = flow.timeout or self.timeout
+        reads_body = endpoint.method not in _NO_BODY
+
+        async def handle(request: Request) -> Response:
+            self.check_client_key(request)
+            params = {
+                "query": parse_query(request.scope["query_string"]),
+                "path": dict(request.path_params),
+                "headers": dict(request.headers),
+                "body": await read_json(request, self.body_limit) if reads_body else None,
+            }
+            inputs.validate(params)
+            session, user = await self.session(request, endpoint.session)
+            scope = {"params": params, "session": session, "user": user, "env": self.env}
+            try:
+                async with asyncio.timeout(timeout):
+                    result = await run_flow(flow, self.services, scope, step_limit=self.step_limit)
+            except TimeoutError:
+                raise FlowError("timeout", f"The endpoint did not answer within {timeout:g}s", status=504) from None
+            return _respond(result)
+
+        handle.__name__ = flow.name
+        return handle
+
+    def check_client_key(self, request: Request) -> None:
+        if self.client_keys and request.headers.get("x-client-key") not in self.client_keys:
+            raise FlowError("invalid_client_key", "Missing or invalid client key (X-Client-Key)", status=401)
+
+    async def session(self, request: Request, mode: str) -> tuple[Any, Any]:
+        if mode == "none":
+            return None, None
+        auth = self.services.auth
+        if auth is not None:
+            found = await auth.authenticate(request, required=mode == "required")
+            return found if found is not None else (None, None)
+        if mode == "required":
+            raise FlowError(
+                "missing_session_token", "A session token is required", status=401, origin="session_token_error"
+            )
+        return None, None
+
+
+def _respond(result: Any) -> Response:
+    if isinstance(result, Reply):
+        return JSONResponse(result.body, status_code=result.status, headers=dict(result.headers) or None)
+    return JSONResponse(result)
+
+
+def _middleware(settings: dict[str, Any]) -> list[Middleware]:
+    cors = settings.get("cors")
+    if not cors or not cors.get("origins"):
+        return []
+    headers = list(dict.fromkeys([*ALWAYS_ALLOWED_HEADERS, *cors.get("headers", [])]))
+    return [
+        Middleware(
+            CORSMiddleware,  # type: ignore[arg-type]
+            allow_origins=cors["origins"],
+            allow_credentials=cors.get("credentials", True),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=headers,
+            max_age=cors.get("max_age", 600),
+        )
+    ]
+
+
+def _openapi(app: App) -> Callable[[Request], Awaitable[Response]]:
+    document: dict[str, Any] = {}
+
+    async def openapi(request: Request) -> Response:
+        if not document:
+            from flowengine.http.openapi import describe
+
+            document.update(describe(app))
+        return JSONResponse(document)
+
+    return openapi

@@ -1,0 +1,187 @@
+"""Loading an app folder: ``app.yaml``, ``models/*.yaml``, ``flows/*.yaml`` → a checked ``App``.
+
+Loading is all-or-nothing and reports everything at once: each file is parsed, validated
+against its schema, and compiled; cross-file rules (unique service names and routes, known
+models) are checked last. Any problem raises ``SpecErrors`` listing all of them with
+file:line:col, which is exactly what ``flowengine check`` prints.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from flowengine.errors import Location, SpecError, SpecErrors
+from flowengine.graph import Flow, compile_flow
+from flowengine.registry import Registry, RegistryError
+from flowengine.spec import envvars, schema as schemas, yamlfile
+from flowengine.spec.yamlfile import Document
+
+
+@dataclass
+class App:
+    """A loaded, checked app: ready to be served."""
+
+    dir: Path
+    name: str
+    settings: dict[str, Any]
+    registry: Registry
+    models: dict[str, Any]
+    flows: dict[str, Flow]
+    documents: dict[str, Document] = field(default_factory=dict)
+
+    def flow(self, name: str) -> Flow:
+        return self.flows[name]
+
+
+def load_app(app_dir: str | Path, environ: Mapping[str, str] | None = None) -> App:
+    """Load and check the app in ``app_dir``; raises ``SpecErrors`` with every problem."""
+    root = Path(app_dir).resolve()
+    environ = os.environ if environ is None else environ
+    problems: list[SpecError] = []
+    documents: dict[str, Document] = {}
+
+    settings_doc = _read(root, "app.yaml", problems, documents)
+    settings = _settings(settings_doc, environ, problems) if settings_doc else {}
+    registry = _registry(root, settings, settings_doc, problems)
+    models = _models(root, problems, documents)
+    flows = _flows(root, registry, models, problems, documents)
+    if problems:
+        raise SpecErrors(sorted(problems, key=_order))
+    return App(root, settings.get("name", root.name), settings, registry, models, flows, documents)
+
+
+def _order(problem: SpecError) -> tuple:
+    return (problem.where.file, problem.where.line, problem.where.column)
+
+
+def _read(root: Path, relative: str, problems: list[SpecError], documents: dict[str, Document]) -> Document | None:
+    path = root / relative
+    if not path.is_file():
+        if relative == "app.yaml":
+            problems.append(SpecError(Location(relative), f"app.yaml not found in {root}"))
+        return None
+    try:
+        document = yamlfile.load(path, relative)
+    except SpecErrors as exc:
+        problems.extend(exc.errors)
+        return None
+    documents[relative] = document
+    return document
+
+
+def _files(root: Path, folder: str) -> list[str]:
+    base = root / folder
+    if not base.is_dir():
+        return []
+    found = sorted(p for p in base.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    return [f"{folder}/{p.name}" for p in found]
+
+
+def _settings(document: Document, environ: Mapping[str, str], problems: list[SpecError]) -> dict[str, Any]:
+    if document.data is None:
+        document.data = {}
+    found = schemas.validate(document, "app")
+    if found:
+        problems.extend(found)
+        return document.data if isinstance(document.data, dict) else {}
+    problems.extend(envvars.substitute(document, environ))
+    return document.data
+
+
+def _registry(root: Path, settings: dict[str, Any], document: Document | None, problems: list[SpecError]) -> Registry:
+    try:
+        registry = Registry.default()
+    except (RegistryError, ImportError) as exc:
+        problems.append(SpecError(Location("app.yaml"), f"installed node types: {exc}"))
+        return Registry()
+    for index, module in enumerate(settings.get("node_modules", [])):
+        try:
+            registry.add_module(_import_local(root, module))
+        except (RegistryError, ImportError, SyntaxError) as exc:
+            where = document.value_where("node_modules", index) if document else Location("app.yaml")
+            problems.append(SpecError(where, f"node module '{module}': {exc}"))
+    return registry
+
+
+def _import_local(root: Path, module: str) -> Any:
+    """Import an app's own node module, looked up in the app folder first."""
+    import sys
+
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module(module)
+
+
+def _models(root: Path, problems: list[SpecError], documents: dict[str, Document]) -> dict[str, Any]:
+    try:
+        from flowengine import models as model_compiler
+    except ImportError:  # the data layer is optional while an app has no models
+        return {}
+    loaded = []
+    for relative in _files(root, "models"):
+        document = _read(root, relative, problems, documents)
+        if document is not None:
+            loaded.append(document)
+    models, found = model_compiler.compile_documents(loaded)
+    problems.extend(found)
+    return models
+
+
+def _flows(
+    root: Path,
+    registry: Registry,
+    models: dict[str, Any],
+    problems: list[SpecError],
+    documents: dict[str, Document],
+) -> dict[str, Flow]:
+    flows: dict[str, Flow] = {}
+    routes: dict[tuple[str, str], Location] = {}
+    for relative in _files(root, "flows"):
+        document = _read(root, relative, problems, documents)
+        if document is None:
+            continue
+        flow, found = compile_flow(document, registry, models)
+        problems.extend(found)
+        if flow is None:
+            continue
+        if flow.name in flows:
+            where = document.value_where("service")
+            problems.append(SpecError(where, f"service '{flow.name}' is already defined in {flows[flow.name].file}"))
+            continue
+        problems.extend(_check_inputs(document, flow, models))
+        for endpoint in flow.endpoints:
+            key = (endpoint.method, _route_shape(endpoint.path))
+            if key in routes:
+                problems.append(
+                    SpecError(endpoint.where, f"route {endpoint.method} {endpoint.path} is already served by {routes[key]}")
+                )
+            else:
+                routes[key] = endpoint.where
+        flows[flow.name] = flow
+    return flows
+
+
+def _route_shape(path: str) -> str:
+    """``/users/{id}`` and ``/users/{userId}`` are the same route."""
+    return re.sub(r"\{[^}]*\}", "{}", path.rstrip("/") or "/")
+
+
+def _check_inputs(document: Document, flow: Flow, models: dict[str, Any]) -> list[SpecError]:
+    problems = []
+    body = flow.inputs.get("body")
+    if isinstance(body, dict) and "model" in body and body["model"] not in models:
+        close = difflib.get_close_matches(body["model"], list(models), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        problems.append(SpecError(document.value_where("inputs", "body", "model"), f"unknown model '{body['model']}'{hint}"))
+    for endpoint in flow.endpoints:
+        declared = set(flow.inputs.get("path", {}))
+        for name in re.findall(r"\{([^}]*)\}", endpoint.path):
+            if name not in declared and flow.inputs.get("path") is not None:
+                problems.append(SpecError(endpoint.where, f"path parameter '{name}' is not declared in inputs.path"))
+    return problems

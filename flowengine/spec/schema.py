@@ -1,0 +1,127 @@
+"""JSON Schema validation that speaks like a colleague.
+
+The app, flow and model files are validated against the published schemas in
+``schemas/`` (the same files an editor uses for completion). Each jsonschema error becomes
+one ``SpecError`` placed at the key it is about, worded as what was expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from functools import cache
+from importlib import resources
+from typing import Any, Iterable
+
+import jsonschema
+
+from flowengine.errors import SpecError
+from flowengine.spec.yamlfile import Document
+
+SCHEMA_URL = "https://flowengine.dev/schemas/{}.schema.json"
+
+
+@cache
+def schema(name: str) -> dict[str, Any]:
+    """One of the published schemas: 'app', 'flow' or 'model'."""
+    text = resources.files("flowengine.spec").joinpath(f"schemas/{name}.schema.json").read_text()
+    return json.loads(text)
+
+
+@cache
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(schema(name))
+
+
+def validate(document: Document, name: str, prefix: tuple = (), node: str | None = None) -> list[SpecError]:
+    """Check ``document.data`` (or the part at ``prefix``) against schema ``name``."""
+    data = _at(document.data, prefix)
+    return check(_validator(name), data, document, prefix, node)
+
+
+def check(
+    validator: jsonschema.protocols.Validator,
+    data: Any,
+    document: Document,
+    prefix: tuple = (),
+    node: str | None = None,
+) -> list[SpecError]:
+    """Validate ``data`` found at ``prefix`` of ``document`` with a ready validator."""
+    problems = []
+    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        path = prefix + tuple(error.absolute_path)
+        for message, at in _explain(error, path):
+            problems.append(SpecError(document.where(*at), message, node))
+    return problems
+
+
+def _at(data: Any, path: tuple) -> Any:
+    for key in path:
+        data = data[key]
+    return data
+
+
+def _explain(error: jsonschema.ValidationError, path: tuple) -> Iterable[tuple[str, tuple]]:
+    """One or more (message, path) pairs for a jsonschema error."""
+    name = f"'{path[-1]}'" if path and isinstance(path[-1], str) else "the value"
+    validator, expected = error.validator, error.validator_value
+    if validator == "required":
+        missing = [key for key in expected if key not in error.instance]
+        for key in missing:
+            yield f"missing required key '{key}'", path
+    elif validator == "additionalProperties":
+        known = list(error.schema.get("properties", {}))
+        for key in sorted(set(error.instance) - set(known)):
+            yield f"unknown key '{key}'{_did_you_mean(key, known)}", path + (key,)
+    elif validator == "type":
+        wanted = expected if isinstance(expected, str) else " or ".join(expected)
+        yield f"{name} must be {_article(wanted)}, got {_describe(error.instance)}", path
+    elif validator in ("enum", "const"):
+        options = expected if validator == "enum" else [expected]
+        hint = _did_you_mean(str(error.instance), [str(o) for o in options])
+        listed = ", ".join(json.dumps(o) for o in options)
+        yield f"{name} must be one of {listed}, got {json.dumps(error.instance)}{hint}", path
+    elif validator == "pattern":
+        yield f"{name} {json.dumps(error.instance)} does not match the pattern {expected}", path
+    elif validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        words = {"minimum": "at least", "maximum": "at most",
+                 "exclusiveMinimum": "more than", "exclusiveMaximum": "less than"}  # fmt: skip
+        yield f"{name} must be {words[validator]} {expected}, got {error.instance}", path
+    elif validator == "minProperties":
+        yield f"{name} must have at least {expected} entr{'y' if expected == 1 else 'ies'}", path
+    elif validator in ("oneOf", "anyOf"):
+        yield f"{name} has the wrong shape: {_best(error)}", path
+    elif validator == "propertyNames":
+        yield f"{name}: {error.message}", path
+    else:
+        yield f"{name}: {error.message}", path
+
+
+def _best(error: jsonschema.ValidationError) -> str:
+    best = jsonschema.exceptions.best_match(error.context or [])
+    return best.message if best else error.message
+
+
+def _did_you_mean(word: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _article(kind: str) -> str:
+    words = {"object": "a mapping", "array": "a list", "string": "text", "integer": "an integer",
+             "number": "a number", "boolean": "true or false", "null": "empty"}  # fmt: skip
+    return words.get(kind, kind)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"text ({json.dumps(value[:40])})"
+    if isinstance(value, list):
+        return "a list"
+    return "a mapping"

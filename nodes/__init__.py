@@ -1,0 +1,8 @@
+"""The built-in node library.
+
+Each module registers its node types with ``@node_type`` from ``flowengine.registry``,
+exactly as a third-party package does; this package is itself published through the
+``flowengine.nodes`` entry point, so built-ins take the same path as everyone else's.
+"""
+
+from flowengine_nodes import flow, responses  # noqa: F401

@@ -1,0 +1,52 @@
+"""Shared fixtures: real Redis and PostgreSQL when the environment has them.
+
+A test that needs a service asks for the ``redis_url`` or ``postgres_url`` fixture. When the
+service is absent the test skips with the reason printed, unless ``FLOWENGINE_REQUIRE_REDIS=1``
+or ``FLOWENGINE_REQUIRE_POSTGRES=1`` is set (``.ci/run`` sets both), in which case it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+import pytest
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+POSTGRES_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _reachable(url: str) -> bool:
+    parts = urlparse(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _service(url: str, name: str, require_var: str) -> str:
+    if _reachable(url):
+        return url
+    reason = f"{name} is not reachable at {url}"
+    if os.environ.get(require_var) == "1":
+        pytest.fail(f"{reason}, and {require_var}=1 makes it required")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return _service(REDIS_URL, "Redis", "FLOWENGINE_REQUIRE_REDIS")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    return _service(POSTGRES_URL, "PostgreSQL", "FLOWENGINE_REQUIRE_POSTGRES")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
