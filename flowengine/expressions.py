@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import inspect
 import operator
 from typing import Any, Callable, Iterable, Mapping
 
@@ -157,6 +158,7 @@ class _Normalise(ast.NodeTransformer):
             raise ExpressionError(f"{node.func.id}: named arguments are not supported", self.source)
         if node.func.id not in self.functions:
             raise ExpressionError(_unknown_function(node.func.id, self.functions), self.source)
+        _check_arity(node.func.id, self.functions[node.func.id], len(node.args), self.source)
         node.args = [self.visit(arg) for arg in node.args]
         return node
 
@@ -185,6 +187,27 @@ def _unchain(node: ast.Compare) -> ast.AST:
             else:
                 i += 1
     return operands[0]
+
+
+def _check_arity(name: str, function: Callable[..., Any], count: int, source: str) -> None:
+    """A wrong number of arguments is a load-time error, worded for the builder."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*range(count))
+    except TypeError:
+        params = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        least = sum(1 for p in params if p.default is p.empty and p.kind is not p.VAR_POSITIONAL)
+        if any(p.kind is p.VAR_POSITIONAL for p in params):
+            wanted = f"at least {least}"
+        elif least == len(params):
+            wanted = str(least)
+        else:
+            wanted = f"{least} to {len(params)}"
+        plural = "" if wanted == "1" else "s"
+        raise ExpressionError(f"{name} takes {wanted} argument{plural}, got {count}", source) from None
 
 
 def _unknown_function(name: str, functions: Iterable[str]) -> str:
@@ -357,7 +380,8 @@ class _Evaluator(simpleeval.SimpleEval):
         try:
             return _bounded(function(*[self._eval(arg) for arg in node.args]))
         except (TypeError, ValueError, OverflowError) as exc:
-            raise ExpressionError(f"{node.func.id}: {exc}") from None  # type: ignore[attr-defined]
+            name, message = node.func.id, str(exc)  # type: ignore[attr-defined]
+            raise ExpressionError(message if message.startswith(name) else f"{name}: {message}") from None
 
     def _eval_list(self, node: ast.List) -> list[Any]:
         return _bounded([self._eval(item) for item in node.elts])

@@ -1,0 +1,169 @@
+"""SMS: one ``send(to, body)`` whether the app keeps texts in its outbox or sends them via Twilio.
+
+``open_sms`` reads the ``sms`` section of app.yaml once, at start-up, and refuses a provider it
+does not know or credentials that are missing, so a misconfigured app fails to load instead
+of failing on its first sign-in.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio.to_thread
+import phonenumbers
+from requests import RequestException
+from twilio.base.exceptions import TwilioException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from flowengine.errors import FlowError
+from flowengine.messaging.outbox import DEFAULT_KEEP, SmsOutbox
+
+log = logging.getLogger("flowengine.sms")
+
+PROVIDERS = ("outbox", "twilio")
+DEFAULT_TIMEOUT = 10.0
+
+
+def open_sms(settings: dict[str, Any] | None, cache: Any) -> Any:
+    """The SMS provider the ``sms`` settings ask for (the outbox when there are none)."""
+    settings = settings or {}
+    provider = settings.get("provider") or "outbox"
+    if provider == "outbox":
+        sender: Any = SmsOutbox(cache, settings.get("keep", DEFAULT_KEEP))
+    elif provider == "twilio":
+        sender = open_twilio(settings.get("twilio") or {})
+    else:
+        choices = ", ".join(PROVIDERS)
+        raise ValueError(f"sms.provider: unknown provider {provider!r} (expected one of {choices})")
+    countries = allowed_countries(settings.get("allowed_countries"))
+    return CountryFilter(sender, countries) if countries else sender
+
+
+class CountryFilter:
+    """Refuses numbers outside the allowed countries before any provider is paid to try.
+
+    SMS pumping fraud sends codes to premium numbers abroad; an allow-list is the cheap cure.
+    """
+
+    def __init__(self, provider: Any, countries: frozenset[str]) -> None:
+        self.provider = provider
+        self.countries = countries
+
+    async def send(self, to: str, body: str) -> dict[str, Any]:
+        country = country_of(to)
+        if country not in self.countries:
+            raise FlowError("sms_country_not_allowed", "SMS to this country is not allowed",
+                            status=400, details={"country": country})
+        return await self.provider.send(to, body)
+
+    async def close(self) -> None:
+        await self.provider.close()
+
+
+def allowed_countries(codes: Any) -> frozenset[str]:
+    """The ``allowed_countries`` setting as upper-case ISO codes, each one checked."""
+    if not codes:
+        return frozenset()
+    if isinstance(codes, str) or not isinstance(codes, list):
+        raise ValueError(f"sms.allowed_countries must be a list of ISO codes, not {codes!r}")
+    upper = frozenset(str(code).upper() for code in codes)
+    unknown = sorted(upper - phonenumbers.SUPPORTED_REGIONS)
+    if unknown:
+        raise ValueError(f"sms.allowed_countries: unknown country code(s) {', '.join(unknown)}")
+    return upper
+
+
+def country_of(number: str) -> str | None:
+    """The ISO country of an international number, or None when it is not a valid one."""
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse(number, None))
+    except phonenumbers.NumberParseException:
+        return None
+
+
+class TwilioSms:
+    """Sends through Twilio's Messages API with the official SDK.
+
+    The SDK blocks (it uses ``requests``), so every send runs in a worker thread: a slow
+    Twilio must never stall the other requests this process is serving.
+    """
+
+    def __init__(self, client: Client, sender: dict[str, str]) -> None:
+        self.client = client
+        self.sender = sender
+
+    async def send(self, to: str, body: str) -> dict[str, Any]:
+        message = await anyio.to_thread.run_sync(self._create, to, body)
+        return {"id": message.sid, "to": message.to}
+
+    def _create(self, to: str, body: str) -> Any:
+        try:
+            return self.client.messages.create(to=to, body=body, **self.sender)
+        except TwilioException as exc:
+            raise _failed(to, getattr(exc, "code", None), exc) from exc
+        except RequestException as exc:
+            raise _failed(to, None, exc) from exc
+
+    async def close(self) -> None:
+        """The SDK's connection pool closes with the process."""
+
+
+def _failed(to: str, code: Any, exc: Exception) -> FlowError:
+    """The client learns only that sending failed; Twilio's own words go to the log."""
+    reason = getattr(exc, "msg", None) or getattr(exc, "detail", None) or repr(exc)
+    log.warning("twilio could not send an SMS to %s: code=%s %s", to, code, reason)
+    return FlowError("sms_failed", "The SMS could not be sent", status=502,
+                     details={"provider_code": code})
+
+
+def open_twilio(settings: dict[str, Any]) -> TwilioSms:
+    """A Twilio provider from ``sms.twilio``; raises ValueError naming what is missing."""
+    missing = [key for key in ("account_sid", "auth_token") if not settings.get(key)]
+    if missing:
+        needed = " and ".join(missing)
+        raise ValueError(f"sms.twilio: {needed} required when sms.provider is 'twilio'")
+    http = RebasedHttpClient(settings.get("base_url") or None, _timeout(settings.get("timeout")))
+    client = Client(settings["account_sid"], settings["auth_token"], http_client=http)
+    return TwilioSms(client, _sender(settings))
+
+
+def _sender(settings: dict[str, Any]) -> dict[str, str]:
+    """Twilio's ``From`` number or ``MessagingServiceSid``; a messaging service wins."""
+    if settings.get("messaging_service_sid"):
+        return {"messaging_service_sid": settings["messaging_service_sid"]}
+    if settings.get("from"):
+        return {"from_": settings["from"]}
+    raise ValueError("sms.twilio: set 'from' (a Twilio number) or 'messaging_service_sid'")
+
+
+def _timeout(value: Any) -> float:
+    if value in (None, ""):
+        return DEFAULT_TIMEOUT
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"sms.twilio.timeout must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+class RebasedHttpClient(TwilioHttpClient):
+    """The SDK's HTTP client, sending to ``base_url`` (a local fake) instead of twilio.com.
+
+    ``http_client`` is the SDK's supported hook for the transport; ``edge`` and ``region``
+    only choose among Twilio's own hosts. It also carries the timeout, which the SDK's
+    default client leaves infinite.
+    """
+
+    def __init__(self, base_url: str | None, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self.base = urlsplit(base_url) if base_url else None
+        if self.base and (self.base.scheme not in ("http", "https") or not self.base.netloc):
+            raise ValueError(f"sms.twilio.base_url must be an http(s) URL, not {base_url!r}")
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if self.base:
+            path = urlsplit(url)
+            url = urlunsplit((self.base.scheme, self.base.netloc,
+                              self.base.path.rstrip("/") + path.path, path.query, ""))
+        return super().request(method, url, *args, **kwargs)

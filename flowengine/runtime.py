@@ -1,0 +1,103 @@
+"""Putting an app together: load it, open its services, build the ASGI app.
+
+The embedded defaults need nothing installed: an in-process cache, outboxes for SMS and
+email, SQLite under the app's ``data/`` folder. Production services are chosen by settings
+alone (``REDIS_URL``, ``DATABASE_URL``, Twilio and SMTP credentials through ``${VAR}``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from starlette.applications import Starlette
+
+from flowengine.context import Services
+from flowengine.spec.app import App, load_app
+
+log = logging.getLogger("flowengine")
+
+APP_DIR_VARIABLE = "FLOWENGINE_APP_DIR"
+DEV_VARIABLE = "FLOWENGINE_DEV"
+
+
+def open_services(app: App) -> Services:
+    """The services ``app.yaml`` asks for (each optional module only when present)."""
+    from flowengine.cache import open_cache
+
+    settings = app.settings
+    cache = open_cache((settings.get("cache") or {}).get("url") or None, app.name)
+    services = Services(cache=cache, settings=settings, app_dir=app.dir)
+    try:
+        from flowengine.messaging import open_email, open_sms
+    except ImportError:
+        pass
+    else:
+        services.sms = open_sms(settings.get("sms"), cache)
+        services.email = open_email(settings.get("email"), cache)
+    services.store = _open_store(app)
+    services.flows = app.flows
+    return services
+
+
+def _open_store(app: App) -> Any:
+    if not app.models:
+        return None
+    from flowengine.store import open_store
+
+    return open_store((app.settings.get("database") or {}).get("url") or None, app.models, app.dir / "data")
+
+
+def build(app_dir: str | Path, dev: bool = False) -> Starlette:
+    """Load ``app_dir`` and return its ASGI app, with services started and stopped by its lifespan."""
+    from flowengine.http.app import build_app
+
+    app = load_app(app_dir)
+    services = open_services(app)
+    asgi = build_app(app, services, dev=dev, extra_routes=_service_routes(app, services, dev))
+    asgi.router.lifespan_context = _lifespan(services)
+    return asgi
+
+
+def _service_routes(app: App, services: Services, dev: bool) -> list:
+    """Routes that belong to services (the Altogic cache API, the dev outbox)."""
+    routes: list = []
+    try:
+        from flowengine.http.cache_api import cache_routes
+        from flowengine.http.guards import api_guard
+    except ImportError:
+        pass
+    else:
+        from starlette.routing import Mount
+
+        routes.append(Mount("/_api/rest/v1/cache", routes=cache_routes(services.cache, api_guard(app, services))))
+    if dev:
+        try:
+            from flowengine.messaging import outbox_routes
+        except ImportError:
+            pass
+        else:
+            routes.extend(outbox_routes(services.cache))
+    return routes
+
+
+def _lifespan(services: Services):
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        starter = getattr(services.store, "start", None)
+        if starter is not None:
+            await starter()
+        try:
+            yield
+        finally:
+            await services.close()
+
+    return lifespan
+
+
+def create_app() -> Starlette:
+    """Uvicorn factory (``--workers``/``--reload``): the app named by the environment."""
+    return build(os.environ.get(APP_DIR_VARIABLE, "."), dev=os.environ.get(DEV_VARIABLE) == "1")
