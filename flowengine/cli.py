@@ -197,7 +197,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
-    from flowengine.messaging import messages
+    from flowengine.messaging.outbox import messages
     from flowengine.runtime import open_services
 
     app = _load(args)

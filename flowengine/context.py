@@ -17,6 +17,8 @@ from flowengine.types import Scope
 
 log = logging.getLogger("flowengine.run")
 
+DEFAULT_CALL_DEPTH = 8
+
 
 @dataclass
 class Services:
@@ -88,6 +90,39 @@ class RunContext:
 
     def now(self) -> float:
         return self.services.clock()
+
+    async def call(self, service: str, inputs: dict[str, Any]) -> Any:
+        """Run another flow of the app with ``inputs`` as its ``params.body``; return its answer.
+
+        The callee sees only its inputs, ``env``, and the request's ``session``/``user`` —
+        none of the caller's node results. An error answer becomes a ``FlowError``.
+        """
+        from flowengine.errors import FlowError
+        from flowengine.interpreter import run_flow
+        from flowengine.types import Reply
+
+        limit = (self.settings.get("limits") or {}).get("call_depth", DEFAULT_CALL_DEPTH)
+        if self.depth + 1 > limit:
+            raise FlowError("call_depth_exceeded", f"Sub-flow calls nested deeper than {limit}", status=500)
+        scope = {
+            "params": {"body": inputs, "query": {}, "path": {}, "headers": {}},
+            "session": self.scope.get("session"),
+            "user": self.scope.get("user"),
+            "env": self.scope.get("env"),
+        }
+        result = await run_flow(self.services.flows[service], self.services, scope, depth=self.depth + 1)
+        if not isinstance(result, Reply):
+            return result
+        if result.status < 400:
+            return result.body
+        errors = (result.body or {}).get("errors") or [{}]
+        first = errors[0]
+        raise FlowError(
+            first.get("code", "call_failed"),
+            first.get("message", f"'{service}' failed"),
+            status=result.status,
+            details=first.get("details"),
+        )
 
     def log(self, message: str, level: int = logging.INFO, **fields: Any) -> None:
         """Log with the flow and node attached."""

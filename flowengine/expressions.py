@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import difflib
 import inspect
+import math
 import operator
 from typing import Any, Callable, Iterable, Mapping
 
@@ -139,6 +140,16 @@ class _Normalise(ast.NodeTransformer):
             node.op = ast.Not()
         return self.generic_visit(node)
 
+    def visit_Constant(self, node: ast.Constant) -> ast.AST:
+        if isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            try:
+                _bounded(node.value)  # `1e400` (infinity), 200-digit literals
+            except ExpressionError as exc:
+                raise ExpressionError(exc.message, self.source) from None
+        elif node.value is not None and not isinstance(node.value, (str, bool)):
+            raise ExpressionError(f"the literal {node.value!r} is not supported", self.source)
+        return node
+
     def visit_Name(self, node: ast.Name) -> ast.AST:
         if node.id in CONSTANTS:
             return ast.copy_location(ast.Constant(CONSTANTS[node.id]), node)
@@ -247,7 +258,7 @@ def _syntax_message(exc: SyntaxError) -> str:
 def _bounded(value: Any) -> Any:
     if isinstance(value, (str, list)) and len(value) > (MAX_TEXT if isinstance(value, str) else MAX_LIST):
         raise ExpressionError("the result is too large")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not abs(value) <= MAX_NUMBER:  # NaN too
         raise ExpressionError("the number is too large")
     return value
 
@@ -280,9 +291,15 @@ def _power(a: Any, b: Any) -> Any:
     a, b = _number(a, "**"), _number(b, "**")
     if abs(b) > MAX_POWER:
         raise ExpressionError(f"an exponent above {MAX_POWER} is not allowed")
-    if abs(a) > 1 and abs(b) * max(len(str(int(abs(a)))), 1) > 200:
+    if a and b * math.log10(abs(a)) > math.log10(MAX_NUMBER):  # known before computing
         raise ExpressionError("the number is too large")
-    return _bounded(a**b)
+    try:
+        result = a**b
+    except ZeroDivisionError:
+        raise ExpressionError("division by zero") from None
+    if isinstance(result, complex):  # (-8) ** 0.5
+        raise ExpressionError("a negative number to a fractional power has no real result")
+    return _bounded(result)
 
 
 def _number(value: Any, symbol: str) -> int | float:
@@ -291,8 +308,21 @@ def _number(value: Any, symbol: str) -> int | float:
     return value
 
 
+def _equal(a: Any, b: Any) -> bool:
+    """JSON equality, as IN compares: true is not 1, and [1] is not [true]."""
+    if isinstance(a, bool) != isinstance(b, bool):
+        return False
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(_equal, a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[key], b[key]) for key in a)
+    return bool(a == b)
+
+
 def _compare(fn: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
     def apply(a: Any, b: Any) -> bool:
+        if isinstance(a, bool) != isinstance(b, bool):
+            return False  # true vs 1: different types, as text vs number
         try:
             return fn(a, b)
         except TypeError:
@@ -322,8 +352,8 @@ OPERATORS = {
     ast.USub: _negate,
     ast.UAdd: lambda value: _number(value, "+"),
     ast.Not: operator.not_,
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
+    ast.Eq: _equal,
+    ast.NotEq: lambda a, b: not _equal(a, b),
     ast.Lt: _compare(operator.lt),
     ast.LtE: _compare(operator.le),
     ast.Gt: _compare(operator.gt),
@@ -368,8 +398,10 @@ class _Evaluator(simpleeval.SimpleEval):
         if isinstance(container, dict):
             return container.get(key) if isinstance(key, str) else None
         if isinstance(container, (list, str)):
+            if isinstance(key, float) and key.is_integer():
+                key = int(key)  # `/` gives floats: items[SIZE(items) / 2]
             if isinstance(key, bool) or not isinstance(key, int):
-                raise ExpressionError(f"a list index must be a number, got {_kind(key)}")
+                raise ExpressionError(f"an index must be a whole number, got {_kind(key)}")
             return container[key] if -len(container) <= key < len(container) else None
         if container is None:
             return None
@@ -421,7 +453,7 @@ def _paths(tree: ast.AST) -> frozenset[tuple[str, ...]]:
 class Expression:
     """A parsed expression, ready to evaluate against a run's names."""
 
-    __slots__ = ("source", "tree", "names", "blocking", "_evaluator", "_functions")
+    __slots__ = ("source", "tree", "names", "blocking", "_idle", "_functions")
 
     def __init__(self, tree: ast.expr, source: str, functions: Mapping[str, Any] = FUNCTIONS) -> None:
         self.source = source
@@ -430,7 +462,7 @@ class Expression:
         called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call)}  # type: ignore[attr-defined]
         self.blocking = any(getattr(functions[name], "blocking", False) for name in called)
         self._functions = functions
-        self._evaluator = _Evaluator(functions)
+        self._idle: list[_Evaluator] = []  # evaluators not in use; list.pop/append are atomic
 
     @classmethod
     def from_tree(cls, tree: ast.expr, source: str) -> Expression:
@@ -442,7 +474,12 @@ class Expression:
 
     def evaluate(self, scope: Mapping[str, Any]) -> Any:
         """The expression's value for one run's names."""
-        evaluator = _Evaluator(self._functions) if self.blocking else self._evaluator
+        # A node with a blocking call evaluates all its params in worker threads, so one
+        # Expression may run in several threads at once: each run takes its own evaluator.
+        try:
+            evaluator = self._idle.pop()
+        except IndexError:
+            evaluator = _Evaluator(self._functions)
         evaluator.names = scope
         try:
             return evaluator._eval(self.tree)
@@ -450,6 +487,9 @@ class Expression:
             raise ExpressionError(exc.message, self.source) from None
         except RecursionError:
             raise ExpressionError("too deeply nested to evaluate", self.source) from None
+        finally:
+            evaluator.names = {}  # the cached expression keeps no run's data alive
+            self._idle.append(evaluator)
 
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"
@@ -479,15 +519,19 @@ class Template:
     def expressions(self) -> list[Expression]:
         return [p for p in self.parts if isinstance(p, Expression)]
 
-    def render(self, scope: Mapping[str, Any]) -> str:
+    def render(self, scope: Mapping[str, Any], escape: Callable[[str], str] | None = None) -> str:
+        """The text with each hole's value; ``escape`` (e.g. ``html.escape``) is applied to holes."""
         if len(self.parts) == 1 and isinstance(self.parts[0], str):
             return self.parts[0]
-        text = "".join(p if isinstance(p, str) else text_of(p.evaluate(scope)) for p in self.parts)
+        text = "".join(
+            p if isinstance(p, str) else (escape or str)(text_of(p.evaluate(scope))) for p in self.parts
+        )
         if len(text) > MAX_TEXT:
             raise ExpressionError("the rendered text is too large", self.source[:80])
         return text
 
-    evaluate = render
+    def evaluate(self, scope: Mapping[str, Any]) -> str:
+        return self.render(scope)
 
     def __repr__(self) -> str:
         return f"Template({self.source!r})"

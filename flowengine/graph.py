@@ -10,9 +10,11 @@ be discovered per request.
 from __future__ import annotations
 
 import difflib
+import html
 import re
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import jsonschema
@@ -81,6 +83,38 @@ class CompileContext:
 
     node: Mapping[str, Any]
     models: Mapping[str, Any]
+    app_dir: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HtmlTemplate:
+    """An HTML template (inline or from a file), compiled at load time; holes are HTML-escaped."""
+
+    template: Template
+
+    @property
+    def names(self) -> frozenset[str]:
+        return self.template.names
+
+    @property
+    def blocking(self) -> bool:
+        return self.template.blocking
+
+    @property
+    def expressions(self) -> list[Expression]:
+        return self.template.expressions
+
+    def evaluate(self, scope: Mapping[str, Any]) -> str:
+        return self.template.render(scope, escape=html.escape)
+
+
+def compile_html_file(raw: str, context: CompileContext) -> HtmlTemplate:
+    path = (context.app_dir or Path(".")) / "templates" / raw
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read templates/{raw}: {exc.strerror if isinstance(exc, OSError) else exc}") from None
+    return HtmlTemplate(compile_template(text))
 
 
 ParamCompiler = Callable[[Any, CompileContext], Any]
@@ -90,6 +124,8 @@ PARAM_COMPILERS: dict[str, ParamCompiler] = {
     "expression": lambda raw, _: compile_value(raw),
     "template": lambda raw, _: compile_template(raw),
     "literal": lambda raw, _: Constant(raw),
+    "html": lambda raw, _: HtmlTemplate(compile_template(raw)),
+    "html_file": compile_html_file,
 }
 
 
@@ -162,20 +198,21 @@ def seconds(value: Any) -> float | None:
 
 
 def compile_flow(
-    document: Document, registry: Registry, models: Mapping[str, Any]
+    document: Document, registry: Registry, models: Mapping[str, Any], app_dir: Path | None = None
 ) -> tuple[Flow | None, list[SpecError]]:
     """Check and compile one flow file; returns the flow (None if unusable) and problems."""
     problems = schemas.validate(document, "flow")
     raw = document.data
     if problems or not isinstance(raw, dict):
         return None, problems
-    compiler = _FlowCompiler(document, registry, models)
+    compiler = _FlowCompiler(document, registry, models, app_dir)
     flow = compiler.compile(raw)
     return (None if compiler.problems else flow), compiler.problems
 
 
 class _FlowCompiler:
-    def __init__(self, document: Document, registry: Registry, models: Mapping[str, Any]) -> None:
+    def __init__(self, document: Document, registry: Registry, models: Mapping[str, Any], app_dir: Path | None) -> None:
+        self.app_dir = app_dir
         self.document = document
         self.registry = registry
         self.models = models
@@ -269,7 +306,7 @@ class _FlowCompiler:
             self.problem(f"param '{name}' is of kind '{param.kind}', which nothing here can compile", "nodes", node_id, name, node=node_id)
             return None
         try:
-            compiled = compiler(spec[name], CompileContext(spec, self.models))
+            compiled = compiler(spec[name], CompileContext(spec, self.models, self.app_dir))
         except ExpressionError as exc:
             self.problem(f"param '{name}': {exc}", "nodes", node_id, name, node=node_id, value=True)
             return None

@@ -28,6 +28,9 @@ from flowengine.types import Scope
 log = logging.getLogger("flowengine.interpreter")
 
 DEFAULT_STEP_LIMIT = 1000
+#: A run yields to the event loop every this many steps: nodes that never await (condition,
+#: set) would otherwise let a loop hold the worker, deaf to its time limit and to other requests.
+YIELD_EVERY = 64
 
 
 @dataclass(slots=True)
@@ -71,10 +74,16 @@ async def run_flow(
         ctx.node = node.id
         began = time.perf_counter()
         try:
+            if steps % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             output, value = await _run_node(node, ctx, scope)
         except FlowError as exc:
             node = _on_error(flow, node, scope, trace, exc, began)
             continue
+        except asyncio.CancelledError:  # the caller's time limit: the trace must not say "ok"
+            trace.steps.append(Step(node.id, node.type.name, None, _micros(began), "cancelled"))
+            trace.result = "cancelled"
+            raise
         trace.steps.append(Step(node.id, node.type.name, output, _micros(began)))
         scope[node.id] = value
         if output is None:

@@ -40,7 +40,13 @@ COMMON_KEYS = frozenset({"type", "description", "error", "retry", "timeout"})
 #: expression (``if: ISMOBILEPHONE(params.query.phoneNumber)``); ``template``: a string with
 #: ``{{ expr }}`` holes; ``literal``: taken as written and checked against its schema.
 #: Other kinds (``query``) are added by the modules that compile them.
-PARAM_KINDS = {"expression", "template", "literal", "query"}
+#: ``html`` is a template whose holes are HTML-escaped; ``html_file`` names such a template
+#: in the app's ``templates/`` folder, read and compiled at load time.
+PARAM_KINDS = {"expression", "template", "literal", "query", "html", "html_file"}
+
+#: A file under the app's templates/ folder: path segments that never start with a dot,
+#: so no name can climb out of the folder.
+TEMPLATE_NAME = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$"
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _OUTPUT = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -55,6 +61,8 @@ class Param:
     required: bool = False
     default: Any = None
     description: str = ""
+    #: For a literal naming something of the app: "service" or "model" (checked at load).
+    refers_to: str | None = None
 
     @classmethod
     def expression(cls, required: bool = False, default: Any = None, description: str = "") -> Param:
@@ -73,6 +81,20 @@ class Param:
         description: str = "",
     ) -> Param:
         return cls("literal", schema, required, default, description)
+
+    @classmethod
+    def reference(cls, to: str, required: bool = True, description: str = "") -> Param:
+        """A literal name of one of the app's services or models."""
+        return cls("literal", {"type": "string"}, required, None, description, refers_to=to)
+
+    @classmethod
+    def html(cls, required: bool = False, description: str = "") -> Param:
+        """A template of HTML: its ``{{ }}`` holes are HTML-escaped."""
+        return cls("html", {"type": "string"}, required, None, description)
+
+    @classmethod
+    def html_file(cls, required: bool = False, description: str = "") -> Param:
+        return cls("html_file", {"type": "string", "pattern": TEMPLATE_NAME}, required, None, description)
 
     @classmethod
     def query(cls, required: bool = False, description: str = "") -> Param:
@@ -183,6 +205,8 @@ def _check(definition: NodeType) -> None:
     for param_name, param in definition.params.items():
         if param_name in COMMON_KEYS or param_name in definition.outputs:
             raise RegistryError(f"{where}: param {param_name!r} clashes with a key or an output")
+        if param.refers_to not in (None, "service", "model"):
+            raise RegistryError(f"{where}: param {param_name!r} refers to {param.refers_to!r}; use 'service' or 'model'")
         if param.kind not in PARAM_KINDS:
             raise RegistryError(f"{where}: param {param_name!r} has unknown kind {param.kind!r}")
         try:

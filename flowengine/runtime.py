@@ -27,17 +27,14 @@ DEV_VARIABLE = "FLOWENGINE_DEV"
 def open_services(app: App) -> Services:
     """The services ``app.yaml`` asks for (each optional module only when present)."""
     from flowengine.cache import open_cache
+    from flowengine.messaging.email import open_email
+    from flowengine.messaging.sms import open_sms
 
     settings = app.settings
     cache = open_cache((settings.get("cache") or {}).get("url") or None, app.name)
     services = Services(cache=cache, settings=settings, app_dir=app.dir)
-    try:
-        from flowengine.messaging import open_email, open_sms
-    except ImportError:
-        pass
-    else:
-        services.sms = open_sms(settings.get("sms"), cache)
-        services.email = open_email(settings.get("email"), cache)
+    services.sms = open_sms(settings.get("sms"), cache)
+    services.email = open_email(settings.get("email"), cache)
     services.store = _open_store(app)
     services.flows = app.flows
     return services
@@ -75,12 +72,9 @@ def _service_routes(app: App, services: Services, dev: bool) -> list:
 
         routes.append(Mount("/_api/rest/v1/cache", routes=cache_routes(services.cache, api_guard(app, services))))
     if dev:
-        try:
-            from flowengine.messaging import outbox_routes
-        except ImportError:
-            pass
-        else:
-            routes.extend(outbox_routes(services.cache))
+        from flowengine.http.outbox import outbox_routes
+
+        routes.extend(outbox_routes(services.cache))
     return routes
 
 

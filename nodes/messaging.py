@@ -7,19 +7,10 @@ into a ``FlowError`` (taking the node's ``error`` output).
 
 from __future__ import annotations
 
-import html
-from typing import Any, Mapping
-
-import anyio
+from typing import Any
 
 from flowengine.errors import FlowError
-from flowengine.expressions import Expression, ExpressionError, Template, compile_template
-from flowengine.functions import text_of
 from flowengine.registry import Param, node_type
-
-#: A file under the app's templates/ folder: path segments that never start with a dot,
-#: so no name can climb out of the folder.
-TEMPLATE_NAME = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$"
 
 
 @node_type(
@@ -42,16 +33,15 @@ async def send_sms(ctx, params):
         "to": Param.expression(required=True, description="the recipient's address"),
         "subject": Param.template(required=True),
         "text": Param.template(required=True, description="the plain-text body"),
-        "html": Param.template(description="an HTML alternative, written inline"),
-        "html_template": Param.literal(
-            {"type": "string", "pattern": TEMPLATE_NAME},
-            description="an HTML alternative from a file in templates/, holes HTML-escaped",
-        ),
+        "html": Param.html(description="an HTML alternative, written inline; holes are HTML-escaped"),
+        "html_template": Param.html_file(description="an HTML alternative from a file in templates/"),
     },
 )
 async def send_email(ctx, params):
     to = _recipient(params["to"], "email")
-    body = await _html(ctx, params)
+    if "html" in params and "html_template" in params:
+        raise FlowError("invalid_node", "send-email takes 'html' or 'html_template', not both")
+    body = params.get("html", params.get("html_template"))
     return "next", await ctx.email.send(to, params["subject"], params["text"], body)
 
 
@@ -63,27 +53,3 @@ def _recipient(value: Any, channel: str) -> str:
     return value.strip()
 
 
-async def _html(ctx, params: Mapping[str, Any]) -> str | None:
-    """The HTML alternative: inline, or a file read (off the event loop) from templates/."""
-    name = params.get("html_template")
-    if name is None:
-        return params.get("html")
-    if params.get("html") is not None:
-        raise FlowError("invalid_node", "send-email takes 'html' or 'html_template', not both")
-    path = anyio.Path(ctx.app_dir, "templates", name)
-    try:
-        return render_escaped(compile_template(await path.read_text("utf-8")), ctx.scope)
-    except FileNotFoundError as exc:
-        problem = f"Email template templates/{name} does not exist"
-        raise FlowError("email_template_missing", problem) from exc
-    except ExpressionError as exc:
-        problem = f"Email template templates/{name}: {exc}"
-        raise FlowError("email_template_invalid", problem) from exc
-
-
-def render_escaped(template: Template, scope: Mapping[str, Any]) -> str:
-    """Render a template, HTML-escaping every hole so a user's name can't inject markup."""
-    return "".join(
-        html.escape(text_of(part.evaluate(scope))) if isinstance(part, Expression) else part
-        for part in template.parts
-    )

@@ -8,6 +8,8 @@ import email.policy
 import socket
 from email.utils import parsedate_to_datetime
 
+import textwrap
+
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -16,10 +18,12 @@ from starlette.testclient import TestClient
 
 from flowengine.cache import open_cache
 from flowengine.context import RunContext, Services
-from flowengine.errors import FlowError
+from flowengine.errors import FlowError, SpecErrors
+from flowengine.interpreter import run_flow
+from flowengine.spec.app import load_app
 from flowengine.messaging.email import compose, open_email
 from flowengine.messaging.outbox import messages
-from flowengine.messaging.routes import outbox_routes
+from flowengine.http.outbox import outbox_routes
 from flowengine.messaging.sms import open_sms
 from flowengine_nodes.messaging import send_email
 
@@ -197,32 +201,64 @@ def node_context(cache, app_dir, scope=None) -> RunContext:
     return RunContext(services, scope=scope or {}, flow="t")
 
 
+def email_app(tmp_path, node: str):
+    """An app with one flow whose `mail` node is the given YAML (templates compile at load)."""
+    (tmp_path / "app.yaml").write_text("name: mail\n")
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "mail.yaml").write_text(
+        "service: mail\nstart: mail\nnodes:\n  mail:\n" + textwrap.indent(node, "    ") + "    next: done\n"
+        "  done: {type: return-success, body: mail}\n"
+    )
+    return load_app(tmp_path)
+
+
+WELCOME = "type: send-email\nto: user.email\nsubject: Welcome\ntext: Welcome\n"
+
+
 @pytest.mark.anyio
-async def test_send_email_renders_an_html_template_file_escaping_its_holes(cache, tmp_path):
-    (tmp_path / "templates" / "mail").mkdir(parents=True)
-    (tmp_path / "templates" / "mail" / "welcome.html").write_text(
-        "<p>Welcome, {{ user.name }}! Code {{ 100 + 23 }}</p>", encoding="utf-8")
-    ctx = node_context(cache, tmp_path, {"user": {"name": "<b>Ann</b> & co"}})
-    params = {"to": ANN, "subject": "Welcome", "text": "Welcome", "html_template": "mail/welcome.html"}
-    output, value = await send_email(ctx, params)
+@pytest.mark.parametrize("inline", [False, True])
+async def test_send_email_escapes_html_holes_inline_and_from_a_template_file(cache, tmp_path, inline):
+    html = "<p>Welcome, {{ user.name }}! Code {{ 100 + 23 }}</p>"
+    if inline:
+        node = WELCOME + f"html: '{html}'\n"
+    else:
+        (tmp_path / "templates" / "mail").mkdir(parents=True)
+        (tmp_path / "templates" / "mail" / "welcome.html").write_text(html, encoding="utf-8")
+        node = WELCOME + "html_template: mail/welcome.html\n"
+    app = email_app(tmp_path, node)
+    services = Services(cache=cache, email=open_email(None, cache), app_dir=tmp_path)
+    user = {"name": "<b>Ann</b> & co", "email": ANN}
+    reply = await run_flow(app.flows["mail"], services, {"user": user})
     [record] = await cache.items("outbox:email")
-    assert output == "next" and value == {"id": record["id"], "to": ANN}
+    assert reply.body == {"id": record["id"], "to": ANN}
     assert record["html"] == "<p>Welcome, &lt;b&gt;Ann&lt;/b&gt; &amp; co! Code 123</p>"
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        ("html_template: missing.html\n", "cannot read templates/missing.html"),
+        ("html_template: bad.html\n", "syntax error"),
+        ("html_template: ../secret.html\n", "does not match the pattern"),
+    ],
+)
+def test_bad_html_templates_are_load_time_errors(tmp_path, node, message):
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "bad.html").write_text("<p>{{ 1 + }}</p>")
+    with pytest.raises(SpecErrors) as caught:
+        email_app(tmp_path, WELCOME + node)
+    assert message in str(caught.value) and "flows/mail.yaml:" in str(caught.value)
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("params", "code"),
     [
-        ({"html_template": "missing.html"}, "email_template_missing"),
-        ({"html_template": "bad.html"}, "email_template_invalid"),
-        ({"html_template": "bad.html", "html": "<p/>"}, "invalid_node"),
+        ({"html_template": "<p/>", "html": "<p/>"}, "invalid_node"),
         ({"to": ""}, "invalid_recipient"),
     ],
 )
 async def test_send_email_node_errors(cache, tmp_path, params, code):
-    (tmp_path / "templates").mkdir()
-    (tmp_path / "templates" / "bad.html").write_text("<p>{{ 1 + }}</p>")
     ctx = node_context(cache, tmp_path)
     with pytest.raises(FlowError) as caught:
         await send_email(ctx, {"to": ANN, "subject": "S", "text": "T", **params})

@@ -18,7 +18,7 @@ from flowengine.errors import FlowError
 from flowengine.graph import compile_flow
 from flowengine.interpreter import run_flow
 from flowengine.messaging.outbox import latest
-from flowengine.messaging.routes import outbox_routes
+from flowengine.http.outbox import outbox_routes
 from flowengine.messaging.sms import open_sms
 from flowengine.registry import Registry
 from flowengine.spec.yamlfile import loads

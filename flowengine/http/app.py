@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -33,7 +34,8 @@ log = logging.getLogger("flowengine.http")
 
 DEFAULT_TIMEOUT = 30.0
 ALWAYS_ALLOWED_HEADERS = ["Content-Type", "X-Client", "X-Client-Key", "Session", "Authorization"]
-_NO_BODY = {"GET", "DELETE"}
+#: The Altogic client sends DELETE bodies (``cache.delete``, ``endpoint.delete``); GET ones are ignored.
+_NO_BODY = {"GET"}
 
 
 def build_app(
@@ -83,6 +85,9 @@ class _Runner:
 
         async def handle(request: Request) -> Response:
             self.check_client_key(request)
+            # Who is asking comes before what they sent: an expired session must get the 401
+            # that makes the client drop it, even when the input is also wrong.
+            session, user = await self.session(request, endpoint.session)
             params = {
                 "query": parse_query(request.scope["query_string"]),
                 "path": dict(request.path_params),
@@ -90,7 +95,6 @@ class _Runner:
                 "body": await read_json(request, self.body_limit) if reads_body else None,
             }
             inputs.validate(params)
-            session, user = await self.session(request, endpoint.session)
             scope = {"params": params, "session": session, "user": user, "env": self.env}
             try:
                 async with asyncio.timeout(timeout):
@@ -133,7 +137,7 @@ def _middleware(settings: dict[str, Any]) -> list[Middleware]:
     headers = list(dict.fromkeys([*ALWAYS_ALLOWED_HEADERS, *cors.get("headers", [])]))
     return [
         Middleware(
-            CORSMiddleware,  # type: ignore[arg-type]
+            _CORS,  # type: ignore[arg-type]
             allow_origins=cors["origins"],
             allow_credentials=cors.get("credentials", True),
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
@@ -141,6 +145,18 @@ def _middleware(settings: dict[str, Any]) -> list[Middleware]:
             max_age=cors.get("max_age", 600),
         )
     ]
+
+
+class _CORS(CORSMiddleware):
+    """Starlette's CORS, except that a refused preflight is answered in the JSON error shape."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        headers = {k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")}
+        refused = FlowError("cors_refused", bytes(response.body).decode(), status=response.status_code)
+        return errors.error_response(refused, headers)
 
 
 def _openapi(app: App) -> Callable[[Request], Awaitable[Response]]:

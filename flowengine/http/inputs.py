@@ -115,9 +115,13 @@ def _items(part: Part, value: Any) -> list[dict[str, Any]]:
     for error in part.validator.iter_errors(value):
         field = ".".join(str(p) for p in error.absolute_path)
         if error.validator == "required":
+            # jsonschema reports each missing field as its own error, each carrying the whole
+            # required list: keep one item per field.
             for missing in [k for k in error.validator_value if k not in error.instance]:
                 name = ".".join(p for p in (field, missing) if p)
-                items.append(_item(part.name, name, f"{where} '{name}' is required"))
+                item = _item(part.name, name, f"{where} '{name}' is required")
+                if item not in items:
+                    items.append(item)
         elif error.validator == "type" and not field:
             items.append(_item(part.name, "", f"the {part.name} must be a JSON object"))
         else:

@@ -30,7 +30,7 @@ class Outbox:
     def __init__(self, cache: Any, channel: str, keep: int = DEFAULT_KEEP) -> None:
         if channel not in CHANNELS:
             raise ValueError(f"outbox channel must be one of {CHANNELS}, not {channel!r}")
-        if not isinstance(keep, int) or keep < 1:
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise ValueError(f"{channel}.keep must be a positive integer, not {keep!r}")
         self.cache = cache
         self.channel = channel
@@ -86,7 +86,7 @@ async def messages(cache: Any) -> list[dict[str, Any]]:
     return sorted(records, key=lambda record: record["sentAt"], reverse=True)
 
 
-def text_of(record: dict[str, Any]) -> str:
+def message_text(record: dict[str, Any]) -> str:
     """What a reader wants from a message: an SMS's body, an email's plain text."""
     return record["body"] if record["channel"] == "sms" else record["text"]
 

@@ -146,7 +146,7 @@ def _flows(
         document = _read(root, relative, problems, documents)
         if document is None:
             continue
-        flow, found = compile_flow(document, registry, models)
+        flow, found = compile_flow(document, registry, models, root)
         problems.extend(found)
         if flow is None:
             continue
@@ -164,7 +164,27 @@ def _flows(
             else:
                 routes[key] = endpoint.where
         flows[flow.name] = flow
+    problems.extend(_check_references(flows, models, documents))
     return flows
+
+
+def _check_references(flows: dict[str, Flow], models: dict[str, Any], documents: dict[str, Document]) -> list[SpecError]:
+    """Params that name a service or a model must name one that exists."""
+    problems = []
+    known = {"service": flows, "model": models}
+    for flow in flows.values():
+        document = documents[flow.file]
+        for node_id, spec in flow.raw["nodes"].items():
+            node = flow.nodes[node_id]
+            for name, param in node.type.params.items():
+                value = spec.get(name)
+                if param.refers_to is None or value is None or value in known[param.refers_to]:
+                    continue
+                close = difflib.get_close_matches(str(value), list(known[param.refers_to]), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                where = document.value_where("nodes", node_id, name)
+                problems.append(SpecError(where, f"unknown {param.refers_to} '{value}'{hint}", node_id))
+    return problems
 
 
 def _route_shape(path: str) -> str:

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from flowengine.errors import FlowError
-from flowengine.messaging.outbox import latest, messages, text_of
+from flowengine.messaging.outbox import latest, messages, message_text
 
 
 def outbox_routes(cache: Any) -> list[Route]:
@@ -31,7 +31,7 @@ def outbox_routes(cache: Any) -> list[Route]:
             record = await latest(cache, channel, to)
             if record is None:
                 return _not_found(channel, to)
-            return PlainTextResponse(text_of(record))
+            return PlainTextResponse(message_text(record))
 
         return endpoint
 
