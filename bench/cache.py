@@ -6,7 +6,7 @@ namespacing, JSON checks, error mapping and the bounded pool. Goal: at least 0.8
 Rounds alternate between contenders so a noisy moment hurts all of them alike; each
 figure is the best round.
 
-    python bench/cache.py [--url redis://127.0.0.1:6379/15] [--seconds 1.5] [--rounds 3]
+    python bench/cache.py [--url redis://127.0.0.1:6379/15] [--seconds 0.6] [--rounds 6]
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ async def main(url: str, seconds: float, rounds: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15")
-    parser.add_argument("--seconds", type=float, default=1.5)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=0.6)
+    parser.add_argument("--rounds", type=int, default=6)
     options = parser.parse_args()
     asyncio.run(main(options.url, options.seconds, options.rounds))

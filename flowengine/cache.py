@@ -10,19 +10,21 @@ namespaced per app inside the backend; callers pass bare keys. Choose one by URL
 from __future__ import annotations
 
 import abc
+import asyncio
 import heapq
 import json
 import re
 import time
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from flowengine.errors import FlowError
 
@@ -31,7 +33,13 @@ MAX_TTL = 2.0**31
 
 
 class Cache(abc.ABC):
-    """What flows, auth and the outboxes use; both backends keep exactly these semantics."""
+    """What flows, auth and the outboxes use; both backends keep exactly these semantics.
+
+    Failures are ``FlowError``s a flow can route or a request can answer with:
+    ``cache_unavailable`` (503), ``cache_wrong_type`` and ``cache_not_integer`` (409: the key
+    holds another kind of value), ``cache_invalid_ttl``, ``cache_invalid_amount`` and
+    ``cache_invalid_cursor`` (400), ``cache_value_not_json`` (500: a flow's bug).
+    """
 
     @abc.abstractmethod
     async def get(self, key: str) -> Any | None:
@@ -353,77 +361,77 @@ class RedisCache(Cache):
     One pooled client. Short socket timeouts turn an unreachable or stalled Redis into a 503
     within about a second instead of a hung request; the pool drops broken connections and
     one immediate retry on a connection error reconnects, so service resumes by itself
-    when Redis comes back.
+    when Redis comes back. At most ``limit`` calls are in flight: a burst waits up to
+    ``wait`` seconds for a slot rather than failing at the pool's cap.
     """
 
-    def __init__(self, client: Redis, namespace: str) -> None:
+    def __init__(self, client: Redis, namespace: str, *, limit: int = 50, wait: float = 2.0) -> None:
         self.redis = client
         self.namespace = namespace
         self._prefix = f"{namespace}:"
+        self._slots = asyncio.Semaphore(limit)
+        self._wait = wait
 
     @classmethod
     def from_url(cls, url: str, namespace: str, *, timeout: float = 1.0, connections: int = 50) -> RedisCache:
-        # A blocking pool: a burst of requests waits briefly for a connection instead of
-        # failing (the plain pool raises at its cap) or opening thousands of them.
-        pool = BlockingConnectionPool.from_url(
+        client = Redis.from_url(
             url,
             max_connections=connections,
-            timeout=2 * timeout,
             socket_connect_timeout=timeout,
             socket_timeout=timeout,
             health_check_interval=15,
             # Only connection errors: a timed-out command may still run, so repeating it
             # could count an increment twice.
-            retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
-        client = Redis.from_pool(pool)
-        return cls(client, namespace)
+        return cls(client, namespace, limit=connections, wait=2 * timeout)
 
     async def get(self, key: str) -> Any | None:
-        with self._guard(key):
+        async with self._call(key):
             text = await self.redis.get(self._prefix + key)
         return None if text is None else json.loads(text)
 
     async def get_many(self, keys: list[str]) -> list[Any | None]:
         if not keys:
             return []
-        with self._guard():
+        async with self._call():
             texts = await self.redis.mget([self._prefix + key for key in keys])
         return [None if text is None else json.loads(text) for text in texts]
 
     async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        text = encode(key, value)
-        with self._guard(key):
-            await self.redis.set(self._prefix + key, text, px=None if ttl is None else milliseconds(ttl))
+        text, px = encode(key, value), None if ttl is None else milliseconds(ttl)
+        async with self._call(key):
+            await self.redis.set(self._prefix + key, text, px=px)
 
     async def delete(self, *keys: str) -> int:
         if not keys:
             return 0
-        with self._guard():
+        async with self._call():
             return await self.redis.delete(*(self._prefix + key for key in keys))
 
     async def exists(self, key: str) -> bool:
-        with self._guard(key):
+        async with self._call(key):
             return bool(await self.redis.exists(self._prefix + key))
 
     async def increment(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
-        name = self._prefix + key
+        name, px = self._prefix + key, None if ttl is None else milliseconds(ttl)
         check_amount(amount)
-        with self._guard(key):
-            if ttl is None:
+        async with self._call(key):
+            if px is None:
                 return await self.redis.incrby(name, amount)
             # MULTI/EXEC: create the key at 0 with its ttl only if missing, then add, so
             # the ttl is set exactly when the key is created, and atomically.
             async with self.redis.pipeline(transaction=True) as tx:
-                tx.set(name, 0, px=milliseconds(ttl), nx=True).incrby(name, amount)
+                tx.set(name, 0, px=px, nx=True).incrby(name, amount)
                 return (await tx.execute())[1]
 
     async def expire(self, key: str, ttl: float) -> bool:
-        with self._guard(key):
-            return bool(await self.redis.pexpire(self._prefix + key, milliseconds(ttl)))
+        px = milliseconds(ttl)
+        async with self._call(key):
+            return bool(await self.redis.pexpire(self._prefix + key, px))
 
     async def ttl(self, key: str) -> float | None:
-        with self._guard(key):
+        async with self._call(key):
             left = await self.redis.pttl(self._prefix + key)
         return None if left < 0 else left / 1000
 
@@ -433,8 +441,8 @@ class RedisCache(Cache):
         position = _cursor(cursor)
         match = _glob_escape(self._prefix) + pattern
         found: list[str] = []
-        with self._guard():
-            # SCAN may answer empty pages before the end: keep going until a page has content.
+        async with self._call():
+            # SCAN pages may be short, even empty, long before the end: gather up to count.
             while True:
                 position, batch = await self.redis.scan(position, match=match, count=count)
                 found += [name.decode()[len(self._prefix) :] for name in batch]
@@ -443,44 +451,67 @@ class RedisCache(Cache):
 
     async def stats(self) -> dict[str, Any]:
         match = _glob_escape(self._prefix) + "*"
-        with self._guard():
+        async with self._call():
             count = sum([1 async for _ in self.redis.scan_iter(match=match, count=1000)])
         return {"backend": "redis", "keys": count}
 
     async def push(self, key: str, value: Any, keep: int) -> None:
         _check_keep(keep)
         text, name = encode(key, value), self._prefix + key
-        with self._guard(key):
+        async with self._call(key):
             async with self.redis.pipeline(transaction=True) as tx:
                 await tx.lpush(name, text).ltrim(name, 0, keep - 1).execute()
 
     async def items(self, key: str) -> list[Any]:
-        with self._guard(key):
+        async with self._call(key):
             texts = await self.redis.lrange(self._prefix + key, 0, -1)
         return [json.loads(text) for text in texts]
 
     async def close(self) -> None:
         await self.redis.aclose()
 
-    @contextmanager
-    def _guard(self, key: str = "") -> Iterator[None]:
-        """Turn Redis failures into the errors a flow or a client can act on."""
+    def _call(self, key: str = "") -> _Call:
+        return _Call(self, key)
+
+
+class _Call:
+    """One Redis call: a slot among the cache's ``limit``, and Redis failures as FlowErrors."""
+
+    __slots__ = ("cache", "key")
+
+    def __init__(self, cache: RedisCache, key: str) -> None:
+        self.cache, self.key = cache, key
+
+    async def __aenter__(self) -> None:
+        slots = self.cache._slots
+        if not slots.locked():
+            await slots.acquire()  # free: returns at once, no timer to arm
+            return
         try:
-            yield
-        except (ConnectionError, TimeoutError) as exc:
-            raise FlowError("cache_unavailable", "The cache service is unavailable", status=503) from exc
-        except ResponseError as exc:
-            if "WRONGTYPE" in str(exc):
-                raise _wrong_type(key) from exc
-            if "not an integer" in str(exc) or "overflow" in str(exc):
-                raise _not_integer(key) from exc
-            raise
+            async with asyncio.timeout(self.cache._wait):
+                await slots.acquire()
+        except TimeoutError as exc:
+            raise _unavailable() from exc
+
+    async def __aexit__(self, kind: type | None, error: BaseException | None, traceback: Any) -> None:
+        self.cache._slots.release()
+        if isinstance(error, (RedisConnectionError, RedisTimeoutError)):
+            raise _unavailable() from error
+        if isinstance(error, ResponseError):
+            if "WRONGTYPE" in str(error):
+                raise _wrong_type(self.key) from error
+            if "not an integer" in str(error) or "overflow" in str(error):
+                raise _not_integer(self.key) from error
+
+
+def _unavailable() -> FlowError:
+    return FlowError("cache_unavailable", "The cache service is unavailable", status=503)
 
 
 def _cursor(cursor: str | None) -> int:
     if cursor is None:
         return 0
-    if not cursor.isdigit():
+    if not (cursor.isascii() and cursor.isdigit()):
         raise FlowError("cache_invalid_cursor", f"Not a cache cursor: {cursor!r}", status=400)
     return int(cursor)
 

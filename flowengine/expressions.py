@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import simpleeval
 
-from flowengine.functions import FUNCTIONS, MAX_LIST, MAX_TEXT, text_of
+from flowengine.functions import FUNCTIONS, MAX_LIST, MAX_TEXT, describe, text_of
 
 #: Longest expression source accepted, and deepest tree.
 MAX_SOURCE = 10_000
@@ -258,7 +258,8 @@ def _syntax_message(exc: SyntaxError) -> str:
 def _bounded(value: Any) -> Any:
     if isinstance(value, (str, list)) and len(value) > (MAX_TEXT if isinstance(value, str) else MAX_LIST):
         raise ExpressionError("the result is too large")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and not abs(value) <= MAX_NUMBER:  # NaN too
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and not abs(value) <= MAX_NUMBER:  # `not <=` catches NaN too
         raise ExpressionError("the number is too large")
     return value
 
@@ -375,6 +376,7 @@ class _Evaluator(simpleeval.SimpleEval):
                 ast.List: self._eval_list,
                 ast.Dict: self._eval_dict,
                 ast.Constant: self._eval_constant,
+                ast.BoolOp: self._eval_boolop,
             }
         )
 
@@ -386,6 +388,12 @@ class _Evaluator(simpleeval.SimpleEval):
     @staticmethod
     def _eval_constant(node: ast.Constant) -> Any:
         return node.value
+
+    def _eval_boolop(self, node: ast.BoolOp) -> bool:
+        # Altogic's && and || answer true or false (not one of their operands, as in JS).
+        if isinstance(node.op, ast.And):
+            return all(self._eval(value) for value in node.values)
+        return any(self._eval(value) for value in node.values)
 
     def _eval_name(self, node: ast.Name) -> Any:
         return self.names.get(node.id)
@@ -401,7 +409,7 @@ class _Evaluator(simpleeval.SimpleEval):
             if isinstance(key, float) and key.is_integer():
                 key = int(key)  # `/` gives floats: items[SIZE(items) / 2]
             if isinstance(key, bool) or not isinstance(key, int):
-                raise ExpressionError(f"an index must be a whole number, got {_kind(key)}")
+                raise ExpressionError(f"an index must be a whole number, got {describe(key)}")
             return container[key] if -len(container) <= key < len(container) else None
         if container is None:
             return None

@@ -217,6 +217,8 @@ class _FlowCompiler:
         self.registry = registry
         self.models = models
         self.problems: list[SpecError] = []
+        #: An edge to nowhere makes its intended target look unreachable; say it once, not twice.
+        self.dangling = False
 
     def problem(self, message: str, *path: Any, node: str | None = None, value: bool = False) -> None:
         where = self.document.value_where(*path) if value else self.document.where(*path)
@@ -226,7 +228,9 @@ class _FlowCompiler:
         ids = list(raw["nodes"])
         for node_id in ids:
             if node_id in RESERVED:
-                self.problem(f"'{node_id}' is a reserved name; pick another node id", "nodes", node_id, node=node_id)
+                reserved = ", ".join(sorted(RESERVED))
+                message = f"'{node_id}' is reserved for expressions ({reserved}); pick another node id"
+                self.problem(message, "nodes", node_id, node=node_id)
         self.known_names = RUN_NAMES | set(ids)
         nodes = {}
         for node_id, spec in raw["nodes"].items():
@@ -269,7 +273,7 @@ class _FlowCompiler:
         node_type = self.registry.get(spec["type"])
         if node_type is None:
             hint = self.registry.suggest(spec["type"])
-            suggestion = f" (did you mean '{hint}'?)" if hint else ""
+            suggestion = f" (did you mean '{hint}'?)" if hint else f" (known types: {', '.join(self.registry.names())})"
             self.problem(f"unknown node type '{spec['type']}'{suggestion}", "nodes", node_id, "type", node=node_id)
             return None
         before = len(self.problems)
@@ -321,17 +325,25 @@ class _FlowCompiler:
             close = difflib.get_close_matches(unknown, sorted(self.known_names), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             self.problem(f"param '{name}': unknown name '{unknown}'{hint}", "nodes", node_id, name, node=node_id, value=True)
-        for expression in _expressions(compiled):
-            for path in expression.paths:
-                if path[0] == "params" and len(path) > 1 and path[1] not in PARAMS_PARTS:
-                    parts = ", ".join(sorted(PARAMS_PARTS))
-                    self.problem(
-                        f"param '{name}': 'params.{path[1]}' does not exist; params has {parts}",
-                        "nodes", node_id, name, node=node_id, value=True,
-                    )
+        read = {path[1] for e in _expressions(compiled) for path in e.paths if path[0] == "params" and len(path) > 1}
+        for part in sorted(read - PARAMS_PARTS):
+            parts = ", ".join(sorted(PARAMS_PARTS))
+            self.problem(
+                f"param '{name}': 'params.{part}' does not exist; params has {parts}",
+                "nodes", node_id, name, node=node_id, value=True,
+            )
 
     def link(self, node: Node, spec: dict[str, Any], nodes: dict[str, Node], ids: list[str], endpoint: bool) -> None:
-        for output in node.type.outputs_of(spec):
+        outputs = node.type.outputs_of(spec)
+        if node.type.dynamic_outputs:  # the schema lets any key through as an output; only declared ones are
+            known = [*COMMON_KEYS, *node.type.params, *outputs]
+            for key in spec:
+                if key not in known:
+                    self.dangling = True
+                    close = difflib.get_close_matches(str(key), outputs, n=1)
+                    hint = f" (did you mean '{close[0]}'?)" if close else f" (outputs: {', '.join(outputs)})"
+                    self.problem(f"unknown key '{key}'{hint}", "nodes", node.id, key, node=node.id)
+        for output in outputs:
             if output in COMMON_KEYS or output in node.type.params:
                 self.problem(f"'{output}' cannot name an output", "nodes", node.id, node=node.id)
             elif output in spec:
@@ -350,13 +362,16 @@ class _FlowCompiler:
         if name in nodes:
             return nodes[name]
         if name not in ids:
+            self.dangling = True
             close = difflib.get_close_matches(str(name), ids, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (the nodes are: {', '.join(ids)})"
             what = f"edge '{path[-1]}'" if node else f"'{path[-1]}'"
             self.problem(f"{what} goes to unknown node '{name}'{hint}", *path, node=node, value=True)
         return None
 
     def check_reachable(self, flow: Flow, raw: dict[str, Any]) -> None:
+        if self.dangling or len(flow.nodes) < len(raw["nodes"]):
+            return  # a broken edge or node hides what it leads to; report that, not its shadow
         seen: set[str] = set()
         todo = [n for n in (flow.start, flow.on_error) if n is not None]
         while todo:
@@ -366,7 +381,7 @@ class _FlowCompiler:
             seen.add(node.id)
             todo.extend(n for n in (*node.edges.values(), node.error) if n is not None)
         for node_id in raw["nodes"]:
-            if node_id in flow.nodes and node_id not in seen and flow.start is not None:
+            if node_id not in seen:
                 self.problem("unreachable: no edge leads to this node", "nodes", node_id, node=node_id)
 
 
@@ -380,16 +395,18 @@ def _expressions(compiled: Any) -> list[Expression]:
     return [e for e in getattr(compiled, "expressions", ()) if isinstance(e, Expression)]
 
 
-_VALIDATORS: dict[int, jsonschema.Draft202012Validator] = {}
+#: Validators by ``id(node_type)``; the type is kept beside its validator so that an id
+#: reused by a later object can never pick up a stale validator.
+_VALIDATORS: dict[int, tuple[NodeType, jsonschema.Draft202012Validator]] = {}
 
 
 def _node_validator(node_type: NodeType) -> jsonschema.Draft202012Validator:
-    key = id(node_type)
-    if key not in _VALIDATORS:
+    cached = _VALIDATORS.get(id(node_type))
+    if cached is None or cached[0] is not node_type:
         node_schema = node_type.yaml_schema()
         node_schema["$defs"] = schemas.schema("flow")["$defs"]
-        _VALIDATORS[key] = jsonschema.Draft202012Validator(node_schema)
-    return _VALIDATORS[key]
+        cached = _VALIDATORS[id(node_type)] = (node_type, jsonschema.Draft202012Validator(node_schema))
+    return cached[1]
 
 
 __all__ = ["COMMON_KEYS", "Flow", "Node", "compile_flow", "compile_value", "PARAM_COMPILERS"]

@@ -132,6 +132,8 @@ async def _guarded(node: Node, ctx: RunContext, params: dict[str, Any]) -> tuple
             async with asyncio.timeout(node.timeout):
                 return await node.type.run(ctx, params)
         except TimeoutError:
+            if node.timeout is None:  # the node's own TimeoutError: a crash like any other
+                raise
             failure: FlowError = FlowError(
                 "node_timeout", f"Node '{node.id}' took longer than {node.timeout:g}s", status=504
             )

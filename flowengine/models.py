@@ -178,7 +178,7 @@ class Model:
             raise ValidationFailed([_item(self.name, "", f"a {self.name} object must be a JSON object")])
         values = _without_nulls(self.fields, values, keep=partial)
         if not partial:
-            values = _with_defaults(self.fields, values, scope or {})
+            values = _with_defaults(self, values, scope or {})
         items = self._problems(values, partial)
         if items:
             raise ValidationFailed(items)
@@ -195,9 +195,9 @@ class Model:
         return _normalise_object(self.fields, values)
 
     def _problems(self, values: Mapping[str, Any], partial: bool) -> list[dict[str, Any]]:
-        nulls = [name for name, value in values.items() if value is None]
+        nulls = [name for name, value in values.items() if value is None and name in self.fields]
         items = [_item(self.name, n, f"field '{n}' is required") for n in nulls if self.fields[n].required]
-        present = {name: value for name, value in values.items() if value is not None}
+        present = {name: value for name, value in values.items() if name not in nulls}
         seen: set[str] = set(nulls)
         for error in self._validator(partial).iter_errors(present):
             for name, message in _explain(error, self):
@@ -334,12 +334,13 @@ def _without_nulls(fields: Mapping[str, Field], values: Mapping[str, Any], keep:
     for name, value in values.items():
         if isinstance(value, (datetime, date)):
             value = iso(value) if isinstance(value, datetime) else value.isoformat()
-        if value is not None or (keep and name in fields):
+        if value is not None or keep or name not in fields:
             result[name] = value
     return result
 
 
-def _with_defaults(fields: Mapping[str, Field], values: dict[str, Any], scope: Mapping[str, Any]) -> dict[str, Any]:
+def _with_defaults(model: Model, values: dict[str, Any], scope: Mapping[str, Any]) -> dict[str, Any]:
+    fields = model.fields
     missing = [name for name, f in fields.items() if f.has_default and name not in values]
     if not missing:
         return values
@@ -350,7 +351,7 @@ def _with_defaults(fields: Mapping[str, Field], values: dict[str, Any], scope: M
         try:
             value = f.default_expression.evaluate(names) if f.default_expression else copy.deepcopy(f.default)
         except ExpressionError as exc:
-            raise ValidationFailed([_item("", name, f"the default of field '{name}' failed: {exc.message}")]) from exc
+            raise ValidationFailed([_item(model.name, name, f"the default of field '{name}' failed: {exc.message}")]) from exc
         if value is not None:
             values[name] = value
     return values
@@ -600,9 +601,9 @@ def check_references(models: Mapping[str, Model], where: Mapping[str, Where]) ->
     problems = []
     for model in models.values():
         for name, f in model.fields.items():
-            target = models.get(f.model or "") if f.type == "reference" else None
             if f.type != "reference":
                 continue
+            target = models.get(f.model or "")
             if target is None:
                 problems.append(SpecError(where[model.name]("fields", name, "model"), f"unknown model '{f.model}'"))
             elif target.transient:

@@ -432,6 +432,23 @@ async def test_a_stalled_redis_fails_fast_then_serves_again(own_redis):
         await cache.close()
 
 
+async def test_a_burst_against_a_stalled_redis_fails_within_bounded_time(own_redis):
+    cache = RedisCache.from_url(own_redis.url, "outage", connections=2)
+    try:
+        await cache.set("k", 1)
+        own_redis.pause()
+        started = time.monotonic()
+        try:
+            results = await asyncio.gather(*(cache.get("k") for _ in range(8)), return_exceptions=True)
+        finally:
+            own_redis.resume()
+        assert time.monotonic() - started < 4
+        assert {(e.code, e.status) for e in results} == {("cache_unavailable", 503)}
+        assert await asyncio.gather(*(cache.get("k") for _ in range(8))) == [1] * 8
+    finally:
+        await cache.close()
+
+
 async def test_a_restarted_redis_serves_again_without_a_new_cache(own_redis):
     cache = RedisCache.from_url(own_redis.url, "outage")
     try:

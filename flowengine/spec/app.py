@@ -64,7 +64,7 @@ def _read(root: Path, relative: str, problems: list[SpecError], documents: dict[
     path = root / relative
     if not path.is_file():
         if relative == "app.yaml":
-            problems.append(SpecError(Location(relative), f"app.yaml not found in {root}"))
+            problems.append(SpecError(Location(relative), "not found; an app folder needs an app.yaml (at least 'name: my-app')"))
         return None
     try:
         document = yamlfile.load(path, relative)
@@ -103,10 +103,18 @@ def _registry(root: Path, settings: dict[str, Any], document: Document | None, p
     for index, module in enumerate(settings.get("node_modules", [])):
         try:
             registry.add_module(_import_local(root, module))
-        except (RegistryError, ImportError, SyntaxError) as exc:
+        except Exception as exc:  # whatever an app's own module raises is a problem to report
             where = document.value_where("node_modules", index) if document else Location("app.yaml")
-            problems.append(SpecError(where, f"node module '{module}': {exc}"))
+            problems.append(SpecError(where, _module_problem(module, exc)))
     return registry
+
+
+def _module_problem(module: str, exc: Exception) -> str:
+    if isinstance(exc, ModuleNotFoundError) and exc.name == module:
+        return f"node module '{module}' not found; put {module}.py in the app folder or install the package that has it"
+    if isinstance(exc, RegistryError):
+        return f"node module '{module}': {exc}"
+    return f"node module '{module}' failed to import: {type(exc).__name__}: {exc}"
 
 
 def _import_local(root: Path, module: str) -> Any:
@@ -141,7 +149,7 @@ def _flows(
     documents: dict[str, Document],
 ) -> dict[str, Flow]:
     flows: dict[str, Flow] = {}
-    routes: dict[tuple[str, str], Location] = {}
+    routes: dict[tuple[str, str], tuple[str, Location]] = {}
     for relative in _files(root, "flows"):
         document = _read(root, relative, problems, documents)
         if document is None:
@@ -158,11 +166,11 @@ def _flows(
         for endpoint in flow.endpoints:
             key = (endpoint.method, _route_shape(endpoint.path))
             if key in routes:
-                problems.append(
-                    SpecError(endpoint.where, f"route {endpoint.method} {endpoint.path} is already served by {routes[key]}")
-                )
+                service, where = routes[key]
+                message = f"route {endpoint.method} {endpoint.path} is already served by service '{service}' at {where}"
+                problems.append(SpecError(endpoint.where, message))
             else:
-                routes[key] = endpoint.where
+                routes[key] = (flow.name, endpoint.where)
         flows[flow.name] = flow
     problems.extend(_check_references(flows, models, documents))
     return flows
@@ -197,11 +205,13 @@ def _check_inputs(document: Document, flow: Flow, models: dict[str, Any]) -> lis
     body = flow.inputs.get("body")
     if isinstance(body, dict) and "model" in body and body["model"] not in models:
         close = difflib.get_close_matches(body["model"], list(models), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = f" (did you mean '{close[0]}'?)" if close else "" if models else " (the app has no models in models/)"
         problems.append(SpecError(document.value_where("inputs", "body", "model"), f"unknown model '{body['model']}'{hint}"))
     for endpoint in flow.endpoints:
         declared = set(flow.inputs.get("path", {}))
         for name in re.findall(r"\{([^}]*)\}", endpoint.path):
             if name not in declared and flow.inputs.get("path") is not None:
-                problems.append(SpecError(endpoint.where, f"path parameter '{name}' is not declared in inputs.path"))
+                listed = ", ".join(sorted(declared)) or "nothing"
+                message = f"path parameter '{name}' is not declared in inputs.path (it declares: {listed})"
+                problems.append(SpecError(endpoint.where, message))
     return problems

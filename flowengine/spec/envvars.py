@@ -1,7 +1,8 @@
 """``${VAR}`` and ``${VAR:-default}`` in app settings, so secrets live in the environment.
 
 A reference to a variable that is unset and has no default is a check error at the line
-that uses it. ``$$`` writes a literal dollar sign.
+that uses it. ``$$`` writes a literal dollar sign. A ``${`` that forms no reference
+(``${SECRET`` unclosed, ``${1X}``) is a check error too, never text that slips through.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Mapping
 from flowengine.errors import SpecError
 from flowengine.spec.yamlfile import Document
 
-_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}|\$\{[^}$\s]*\}?")
 
 
 def substitute(document: Document, environ: Mapping[str, str]) -> list[SpecError]:
@@ -34,20 +35,18 @@ def _walk(value: Any, path: tuple, document: Document, environ: Mapping[str, str
 
 def _expand(text: str, path: tuple, document: Document, environ: Mapping[str, str], problems: list) -> str:
     def replace(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
+        reference, name, default = match.group(0, 1, 2)
+        if reference == "$$":
             return "$"
-        name, default = match.group(1), match.group(2)
-        if name in environ:
+        if name is None:
+            message = f"'{reference}' is not a variable reference; write ${{NAME}} or ${{NAME:-default}} ($$ for a dollar sign)"
+        elif name in environ:
             return environ[name]
-        if default is not None:
+        elif default is not None:
             return default
-        problems.append(
-            SpecError(
-                document.value_where(*path),
-                f"environment variable '{name}' is not set "
-                f"(set it, or give a default: ${{{name}:-value}})",
-            )
-        )
+        else:
+            message = f"environment variable '{name}' is not set (set it, or give a default: ${{{name}:-value}})"
+        problems.append(SpecError(document.value_where(*path), message))
         return ""
 
     return _REFERENCE.sub(replace, text)

@@ -7,6 +7,7 @@ one ``SpecError`` placed at the key it is about, worded as what was expected.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 from functools import cache
@@ -16,6 +17,7 @@ from typing import Any, Iterable
 import jsonschema
 
 from flowengine.errors import SpecError
+from flowengine.registry import NodeType, Registry
 from flowengine.spec.yamlfile import Document
 
 SCHEMA_URL = "https://flowengine.dev/schemas/{}.schema.json"
@@ -62,9 +64,14 @@ def _at(data: Any, path: tuple) -> Any:
 
 
 def _explain(error: jsonschema.ValidationError, path: tuple) -> Iterable[tuple[str, tuple]]:
-    """One or more (message, path) pairs for a jsonschema error."""
-    name = f"'{path[-1]}'" if path and isinstance(path[-1], str) else "the value"
+    """One or more (message, path) pairs for a jsonschema error.
+
+    A pattern or a choice of shapes means nothing to a builder as written, so when the
+    schema describes the value (its ``description``) the message says what was expected.
+    """
+    name = f"'{path[-1]}'" if path and isinstance(path[-1], str) else "the value" if path else "the file"
     validator, expected = error.validator, error.validator_value
+    described = error.schema.get("description") if isinstance(error.schema, dict) else None
     if validator == "required":
         missing = [key for key in expected if key not in error.instance]
         for key in missing:
@@ -74,21 +81,28 @@ def _explain(error: jsonschema.ValidationError, path: tuple) -> Iterable[tuple[s
         for key in sorted(set(error.instance) - set(known)):
             yield f"unknown key '{key}'{_did_you_mean(key, known)}", path + (key,)
     elif validator == "type":
-        wanted = expected if isinstance(expected, str) else " or ".join(expected)
-        yield f"{name} must be {_article(wanted)}, got {_describe(error.instance)}", path
+        kinds = [expected] if isinstance(expected, str) else list(expected)
+        wanted = " or ".join(_article(kind) for kind in kinds)
+        yield f"{name} must be {wanted}, got {_describe(error.instance)}{_quote_hint(kinds, error.instance)}", path
     elif validator in ("enum", "const"):
         options = expected if validator == "enum" else [expected]
         hint = _did_you_mean(str(error.instance), [str(o) for o in options])
         listed = ", ".join(json.dumps(o) for o in options)
         yield f"{name} must be one of {listed}, got {json.dumps(error.instance)}{hint}", path
+    elif validator == "pattern" and "propertyNames" in error.schema_path:
+        wanted = described or f"a name matching {expected}"
+        yield f"'{error.instance}' is not a valid key in {name}: expected {wanted}", path + (error.instance,)
     elif validator == "pattern":
-        yield f"{name} {json.dumps(error.instance)} does not match the pattern {expected}", path
+        wanted = described or f"text matching the pattern {expected}"
+        yield f"{name} {json.dumps(error.instance)} is not valid: expected {wanted}", path
     elif validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         words = {"minimum": "at least", "maximum": "at most",
                  "exclusiveMinimum": "more than", "exclusiveMaximum": "less than"}  # fmt: skip
         yield f"{name} must be {words[validator]} {expected}, got {error.instance}", path
     elif validator == "minProperties":
         yield f"{name} must have at least {expected} entr{'y' if expected == 1 else 'ies'}", path
+    elif validator in ("oneOf", "anyOf") and described:
+        yield f"{name} {json.dumps(error.instance)} is not valid: expected {described}", path
     elif validator in ("oneOf", "anyOf"):
         yield f"{name} has the wrong shape: {_best(error)}", path
     elif validator == "propertyNames":
@@ -105,6 +119,13 @@ def _best(error: jsonschema.ValidationError) -> str:
 def _did_you_mean(word: str, options: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(options), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _quote_hint(kinds: list[str], value: Any) -> str:
+    """YAML reads a bare yes/no/on/off/true/false as a boolean, which surprises anyone wanting text."""
+    if "string" in kinds and isinstance(value, bool):
+        return "; YAML reads yes/no/on/off/true/false unquoted as a boolean, so put the text in quotes"
+    return ""
 
 
 def _article(kind: str) -> str:
@@ -125,3 +146,40 @@ def _describe(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     return "a mapping"
+
+
+EDITOR_SCHEMAS = ("app", "model", "flow")
+
+
+def editor_schema(name: str, registry: Registry | None = None) -> dict[str, Any]:
+    """The schema an editor should use for ``name`` files ('app', 'model' or 'flow').
+
+    The published flow schema leaves a node's keys open: which node types exist is only
+    known once an app's registry is built, and loading checks each node against its own
+    type then. An editor has no app, so for flows this spells out every installed node
+    type (``Registry.default()`` unless a registry is given): ``type`` completes from the
+    known names, and once it is set the node's params, outputs and their descriptions do.
+    """
+    if name not in EDITOR_SCHEMAS:
+        raise ValueError(f"no schema named {name!r}; choose one of {', '.join(EDITOR_SCHEMAS)}")
+    published = copy.deepcopy(schema(name))
+    if name == "flow":
+        types = sorted(registry if registry is not None else Registry.default(), key=lambda t: t.name)
+        published["properties"]["nodes"]["additionalProperties"] = _any_node(types)
+    return published
+
+
+def _any_node(types: list[NodeType]) -> dict[str, Any]:
+    """One node of any of ``types``: each branch applies only to nodes of its own type."""
+    return {
+        "type": "object",
+        "required": ["type"],
+        "properties": {"type": {"enum": [node_type.name for node_type in types], "description": "the node type"}},
+        "allOf": [
+            {
+                "if": {"properties": {"type": {"const": node_type.name}}, "required": ["type"]},
+                "then": node_type.yaml_schema(),
+            }
+            for node_type in types
+        ],
+    }

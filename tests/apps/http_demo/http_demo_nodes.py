@@ -30,9 +30,16 @@ async def sleep(ctx, params):
     return "next", params.get("value")
 
 
-@node_type("boom", description="Raise an unexpected exception (a bug in a node).")
+CRASHES = {"RuntimeError": RuntimeError, "TimeoutError": TimeoutError}
+
+
+@node_type(
+    "boom",
+    params={"raises": Param.literal({"enum": list(CRASHES)}, default="RuntimeError")},
+    description="Raise an unexpected exception (a bug in a node, or a library's own timeout).",
+)
 async def boom(ctx, params):
-    raise RuntimeError(f"kaboom: {SECRET}")
+    raise CRASHES[params["raises"]](f"kaboom: {SECRET}")
 
 
 @node_type(
