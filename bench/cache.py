@@ -38,7 +38,8 @@ def ours(cache: MemoryCache | RedisCache) -> RoundTrip:
 
 def raw(client: Redis, prefix: str) -> RoundTrip:
     async def round_trip(key: str) -> None:
-        await client.set(prefix + key, json.dumps(VALUE, ensure_ascii=False, separators=(",", ":")), px=60_000)
+        text = json.dumps(VALUE, ensure_ascii=False, separators=(",", ":"))
+        await client.set(prefix + key, text, px=60_000)
         json.loads(await client.get(prefix + key))
 
     return round_trip
@@ -57,7 +58,8 @@ async def rate(round_trip: RoundTrip, seconds: float) -> float:
 
 async def main(url: str, seconds: float, rounds: int) -> None:
     namespace = f"bench-{os.getpid()}"
-    memory, redis_cache, client = MemoryCache(namespace), RedisCache.from_url(url, namespace), Redis.from_url(url)
+    memory, redis_cache = MemoryCache(namespace), RedisCache.from_url(url, namespace)
+    client = Redis.from_url(url)
     contenders = {
         "MemoryCache": ours(memory),
         "RedisCache": ours(redis_cache),

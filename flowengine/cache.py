@@ -131,7 +131,8 @@ def milliseconds(ttl: float) -> int:
 def check_amount(amount: int) -> int:
     """Counters move by whole numbers only (``True`` is not one)."""
     if isinstance(amount, bool) or not isinstance(amount, int):
-        raise FlowError("cache_invalid_amount", f"A cache increment must be an integer, not {amount!r}", status=400)
+        message = f"A cache increment must be an integer, not {amount!r}"
+        raise FlowError("cache_invalid_amount", message, status=400)
     return amount
 
 

@@ -15,14 +15,17 @@ from flowengine.graph import Flow, Node
 #: The Start node's id; flow nodes are prefixed (``_id``), so none can take it.
 START = "start"
 
+#: A node's kind (see ``_kind``) → its shape in each notation.
+MERMAID_SHAPES = {"start": '[/"{}"/]', "branch": '{{"{}"}}', "terminal": '(["{}"])', "step": '("{}")'}
+DOT_SHAPES = {"start": "parallelogram", "branch": "diamond", "terminal": "oval", "step": "box, style=rounded"}
+
 
 def mermaid(flow: Flow) -> str:
     """The flow as a Mermaid ``flowchart TD``."""
-    shapes = {"start": '[/"{}"/]', "branch": '{{"{}"}}', "terminal": '(["{}"])', "step": '("{}")'}
-    lines = ["flowchart TD"]
-    lines.append(f"    {START}" + shapes["start"].format(_mermaid_text(_start_label(flow))))
+    lines = ["flowchart TD", f"    {START}" + MERMAID_SHAPES["start"].format(_mermaid_text(_start_label(flow)))]
     for node in flow.nodes.values():
-        lines.append(f"    {_id(node)}" + shapes[_kind(node)].format(_mermaid_text(f"{node.id}\n{node.type.name}")))
+        label = _mermaid_text(f"{node.id}\n{node.type.name}")
+        lines.append(f"    {_id(node)}" + MERMAID_SHAPES[_kind(node)].format(label))
     for source, target, label, dashed in _edges(flow):
         arrow = "-.->" if dashed else "-->"
         text = f"|{_mermaid_text(label)}|" if label else ""
@@ -32,12 +35,11 @@ def mermaid(flow: Flow) -> str:
 
 def dot(flow: Flow) -> str:
     """The flow as a Graphviz ``digraph`` (``dot -Tsvg``)."""
-    shapes = {"start": "parallelogram", "branch": "diamond", "terminal": "oval", "step": "box, style=rounded"}
     lines = [f"digraph {_dot_text(flow.name)} {{", "    rankdir=TB;", '    node [fontname="Helvetica"];']
-    lines.append(f"    {START} [label={_dot_text(_start_label(flow))}, shape={shapes['start']}];")
+    lines.append(f"    {START} [label={_dot_text(_start_label(flow))}, shape={DOT_SHAPES['start']}];")
     for node in flow.nodes.values():
         label = _dot_text(f"{node.id}\n{node.type.name}")
-        lines.append(f"    {_id(node)} [label={label}, shape={shapes[_kind(node)]}];")
+        lines.append(f"    {_id(node)} [label={label}, shape={DOT_SHAPES[_kind(node)]}];")
     for source, target, label, dashed in _edges(flow):
         attributes = [f"label={_dot_text(label)}"] if label else []
         if dashed:
@@ -57,6 +59,7 @@ def _id(node: Node) -> str:
 
 
 def _kind(node: Node) -> str:
+    """terminal: ends the run; branch: picks one of several outputs; step: anything else."""
     if node.type.terminal:
         return "terminal"
     if len(node.type.outputs) > 1 or node.type.dynamic_outputs:

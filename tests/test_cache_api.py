@@ -33,8 +33,10 @@ async def _render(request: Request, exc: FlowError) -> JSONResponse:
 
 
 def _client(cache, **options) -> httpx.AsyncClient:
-    app = Starlette(routes=cache_routes(cache, _authorize, **options), exception_handlers={FlowError: _render})
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver", headers=AUTH)
+    routes = cache_routes(cache, _authorize, **options)
+    app = Starlette(routes=routes, exception_handlers={FlowError: _render})
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver", headers=AUTH)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -225,7 +227,9 @@ BAD_REQUESTS = [
 
 
 @pytest.mark.parametrize("method, path, body, status, code, fragment", BAD_REQUESTS)
-async def test_bad_requests_get_a_clear_error_and_change_nothing(api, cache, method, path, body, status, code, fragment):
+async def test_bad_requests_get_a_clear_error_and_change_nothing(
+    api, cache, method, path, body, status, code, fragment
+):
     response = await api.request(method, PREFIX + path, json=body)
     assert response.status_code == status
     error = _error(response)

@@ -239,7 +239,7 @@ async def test_send_email_escapes_html_holes_inline_and_from_a_template_file(cac
     [
         ("html_template: missing.html\n", "cannot read templates/missing.html"),
         ("html_template: bad.html\n", "syntax error"),
-        ("html_template: ../secret.html\n", "does not match the pattern"),
+        ("html_template: ../secret.html\n", "\"../secret.html\" is not valid: expected an HTML alternative from a file in templates/"),
     ],
 )
 def test_bad_html_templates_are_load_time_errors(tmp_path, node, message):

@@ -145,6 +145,5 @@ def _key(key: Any, field: str = "key") -> str:
 
 
 def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(
-        [{"origin": "client_error", "code": "validation_error", "message": message, "details": {"field": field}}]
-    )
+    item = {"origin": "client_error", "code": "validation_error", "message": message}
+    return ValidationFailed([{**item, "details": {"field": field}}])

@@ -127,12 +127,13 @@ class Store:
 
     # --- reads
 
-    async def get(self, model: str, id: Any, *, sealed: bool = False) -> dict[str, Any] | None:
-        """The object with ``_id`` = id, or None. ``sealed`` adds encrypted fields as ``Encrypted``."""
+    async def get(self, model: str, id: Any, *, sealed: bool = False, locked: bool = False) -> dict[str, Any] | None:
+        """The object with ``_id`` = id, or None. ``sealed`` adds encrypted fields as
+        ``Encrypted``; ``locked`` (inside a write) holds the row until the write ends."""
         stored = self._stored(model)
         if not isinstance(id, str):
             return None
-        statement = self._select(stored, None, None, "one", sealed, by_id=True)
+        statement = self._select(stored, None, None, "locked" if locked else "one", sealed, by_id=True)
         rows = await self._read(statement, {"k_id": id})
         return statement.objects(rows)[0] if rows else None
 
@@ -164,11 +165,12 @@ class Store:
         if definition.transient:
             return clean
         now = self._now()
-        row = {"_id": secrets.token_hex(12), "createdAt": now, "updatedAt": now, **clean}
+        row = {"_id": secrets.token_hex(12), "createdAt": now, "updatedAt": now}
+        row.update({name: clean.get(name) for name in definition.fields})
         await self._hash(definition, row)
         statement = self._cached(("insert", model), lambda: self._insert(definition))
-        await self._write(definition, statement, self._encode(definition, row, "v_"), row)
-        return self._shown(definition, row)
+        await self._write(definition, statement, self._encode(definition, row), row)
+        return {name: row[name] for name in self._columns(definition, sealed=False)}
 
     async def update(self, model: str, id: Any, values: Any) -> dict[str, Any] | None:
         """Replace the given fields of one object (``None`` removes a value); None if absent."""
@@ -184,7 +186,7 @@ class Store:
         sets, steps, lists = _plan_updates(definition, updates)
         async with self._writing() as session:
             if lists:
-                current = await self.get(model, id)
+                current = await self.get(model, id, locked=True)
                 if current is None:
                     return None
                 sets.update({name: change(current.get(name)) for name, change in lists.items()})
@@ -228,7 +230,9 @@ class Store:
             query = query.limit(sa.bindparam("k_limit")).offset(sa.bindparam("k_offset"))
         elif not by_id:
             query = query.limit(1)
-        return self._compile(query, model, names, sealed)
+        if many == "locked" and self.backend.name == "postgresql":
+            query = query.with_for_update()  # SQLite's writer lock already serialises writes
+        return self._compile(query, model, names)
 
     def _count(self, model: Model, where: Filter | None) -> _Statement:
         table = self.tables[model.name]
@@ -249,16 +253,20 @@ class Store:
         query = table.update().where(table.c._id == sa.bindparam("k_id")).values(changes)
         return self._compile(query.returning(*(table.c[name] for name in names)), model, names)
 
-    def _compile(self, query: Any, model: Model | None = None, names: tuple[str, ...] = (), sealed: bool = False) -> _Statement:
+    def _compile(self, query: Any, model: Model | None = None, names: tuple[str, ...] = ()) -> _Statement:
+        """SQL text for this backend's driver, and a decoder for each column that needs one."""
         sql = str(query.compile(dialect=self.backend.dialect))
         decoders = []
         for name in names:
-            decode = CONVERTERS[self.backend.name].get(storage_kind(model, name), (None, None))[1]  # type: ignore[arg-type]
-            if model is not None and name in model.fields and model.fields[name].type == "encrypted":
-                decode = Encrypted
-            if decode is not None:
+            assert model is not None
+            if name in model.fields and model.fields[name].type == "encrypted":
+                decoders.append((name, Encrypted))
+            elif (decode := self._converter(model, name)[1]) is not None:
                 decoders.append((name, decode))
         return _Statement(sql, names, tuple(decoders))
+
+    def _converter(self, model: Model, name: str) -> tuple[Any, Any]:
+        return CONVERTERS[self.backend.name].get(storage_kind(model, name), (None, None))
 
     def _cached(self, key: tuple, build: Callable[[], _Statement]) -> _Statement:
         statement = self._statements.get(key)
@@ -319,7 +327,7 @@ class Store:
             return None
         key = ("update", model.name, tuple(sets), tuple(steps))
         statement = self._cached(key, lambda: self._update_statement(model, tuple(sets), tuple(steps)))
-        values = self._encode(model, {**sets, "updatedAt": self._now()}, "v_")
+        values = self._encode(model, {**sets, "updatedAt": self._now()})
         values.update({f"s_{name}": amount for name, amount in steps.items()})
         values["k_id"] = id
         rows = await self._write(model, statement, values, sets, session)
@@ -367,28 +375,18 @@ class Store:
     def _now(self) -> str:
         return iso(datetime.fromtimestamp(self.clock(), timezone.utc))
 
-    def _encode(self, model: Model, row: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-        converters = CONVERTERS[self.backend.name]
-        table = self.tables[model.name]
+    def _encode(self, model: Model, row: Mapping[str, Any]) -> dict[str, Any]:
+        """Column values as the driver binds them, named like the statements' ``v_`` params."""
         values = {}
         for name, value in row.items():
-            if name in table.c:
-                encode = converters.get(storage_kind(model, name), (None, None))[0]
-                values[prefix + name] = encode(value) if encode is not None and value is not None else value
-        if prefix == "v_" and "_id" in row:
-            values.update({prefix + c.name: None for c in table.columns if prefix + c.name not in values})
+            encode = self._converter(model, name)[0]
+            values[f"v_{name}"] = encode(value) if encode is not None and value is not None else value
         return values
 
     async def _hash(self, model: Model, values: dict[str, Any]) -> None:
         for name in model.encrypted:
             if values.get(name) is not None:
                 values[name] = await asyncio.to_thread(hash_secret, values[name], self.bcrypt_rounds)
-
-    @staticmethod
-    def _shown(model: Model, row: Mapping[str, Any]) -> dict[str, Any]:
-        shown = {name: row.get(name) for name in ("_id", "createdAt", "updatedAt")}
-        shown.update({name: row.get(name) for name, f in model.fields.items() if f.type != "encrypted"})
-        return shown
 
 
 # --- update plans -----------------------------------------------------------------------
@@ -457,9 +455,8 @@ def _whole(name: str, value: Any, low: int, high: int | None) -> int:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        bound = f" and {high}" if high is not None else " or more"
-        raise FlowError("invalid_paging", f"{name} must be a whole number between {low}{bound}" if high
-                        else f"{name} must be a whole number, {low}{bound}", status=400, details={"field": name})  # fmt: skip
+        bound = f"from {low} to {high}" if high is not None else f"from {low} up"
+        raise FlowError("invalid_paging", f"{name} must be a whole number {bound}", status=400, details={"field": name})
     return value
 
 
