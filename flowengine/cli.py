@@ -1,4 +1,4 @@
-"""The ``flowengine`` command: serve, check, run, routes, graph, outbox, migrate, schema.
+"""The ``flowengine`` command: serve, check, run, test, routes, graph, outbox, migrate, schema.
 
 Failures print ``Error: ...`` on stderr and exit 1; a wrong command line exits 2.
 """
@@ -26,16 +26,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.command(args) or 0
     except SpecErrors as exc:
-        for error in exc.errors:
-            print(error, file=sys.stderr)
-        noun = "problem" if len(exc.errors) == 1 else "problems"
-        print(f"Error: {len(exc.errors)} {noun} found", file=sys.stderr)
+        print_problems(exc)
         return 1
     except CommandError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def print_problems(exc: SpecErrors, file: Any = None) -> None:
+    """Every load problem on its own ``file:line:col`` line, then the count (``flowengine check``'s format)."""
+    file = file or sys.stderr
+    for error in exc.errors:
+        print(error, file=file)
+    noun = "problem" if len(exc.errors) == 1 else "problems"
+    print(f"Error: {len(exc.errors)} {noun} found", file=file, flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="dev mode: /_dev/outbox and /_dev/flows are readable")  # fmt: skip
 
     _command(commands, "check", cmd_check, "check an app and list every problem")
+    test = _command(commands, "test", cmd_test, "run the app's flow tests (flows/tests/*.yaml) and report each case")
+    test.add_argument("-k", dest="select", metavar="TEXT", help="only the cases whose name contains TEXT")
     _command(commands, "routes", cmd_routes, "list the app's HTTP routes")
 
     run = _command(commands, "run", cmd_run, "run one flow in-process and print its result and trace", app_dir=False)
@@ -115,22 +123,44 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_test(args: argparse.Namespace) -> int:
+    from flowengine.testing import load_suite, run_suite
+
+    if not Path(args.app_dir).is_dir():
+        raise CommandError(f"{args.app_dir} is not a folder")
+    suite = load_suite(args.app_dir)
+    return 0 if asyncio.run(run_suite(suite, sys.stdout, args.select)) else 1
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    if args.reload:
+        return _serve_reloading(args)
     _load(args)  # report every problem before starting anything
     os.environ["FLOWENGINE_APP_DIR"] = str(Path(args.app_dir).resolve())
-    os.environ["FLOWENGINE_DEV"] = "1" if args.dev or args.reload else "0"
+    os.environ["FLOWENGINE_DEV"] = "1" if args.dev else "0"
     uvicorn.run(
         "flowengine.runtime:create_app",
         factory=True,
         host=args.host,
         port=args.port,
-        workers=None if args.reload else args.workers,
-        reload=args.reload,
-        reload_dirs=[str(Path(args.app_dir).resolve())] if args.reload else None,
-        reload_includes=["*.yaml", "*.yml", "*.py", "*.html"] if args.reload else None,
+        workers=args.workers,
     )
+    return 0
+
+
+def _serve_reloading(args: argparse.Namespace) -> int:
+    """One process whose app is swapped in place on every good edit (``flowengine.reload``)."""
+    import uvicorn
+
+    from flowengine.reload import Reloader
+
+    if not Path(args.app_dir).is_dir():
+        raise CommandError(f"{args.app_dir} is not a folder")
+    if args.workers != 1:
+        raise CommandError("--reload serves from one process; drop --workers")
+    uvicorn.run(Reloader(args.app_dir, dev=True), host=args.host, port=args.port)
     return 0
 
 

@@ -14,8 +14,8 @@ import asyncio
 import logging
 import secrets
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Awaitable, Callable, Mapping
 
 import anyio
 
@@ -31,6 +31,10 @@ DEFAULT_STEP_LIMIT = 1000
 #: A run yields to the event loop every this many steps: nodes that never await (condition,
 #: set) would otherwise let a loop hold the worker, deaf to its time limit and to other requests.
 YIELD_EVERY = 64
+
+
+#: A node's stand-in in a flow test: ``async (ctx, params) -> (output, value)``, like a type's ``run``.
+Stub = Callable[[RunContext, Mapping[str, Any]], Awaitable[tuple[str | None, Any]]]
 
 
 @dataclass(slots=True)
@@ -49,7 +53,7 @@ class Trace:
     flow: str
     started: float
     steps: list[Step]
-    result: str = "ok"
+    result: str = "running"
 
 
 async def run_flow(
@@ -59,8 +63,13 @@ async def run_flow(
     *,
     step_limit: int = DEFAULT_STEP_LIMIT,
     depth: int = 0,
+    stubs: Mapping[str, Stub] | None = None,
 ) -> Any:
-    """Run ``flow`` with the given names; returns the value its final node ended with."""
+    """Run ``flow`` with the given names; returns the value its final node ended with.
+
+    ``stubs`` (flow tests) maps node ids to stand-ins run instead of those nodes' types.
+    """
+    run_node = _run_node if stubs is None else _stubbed(stubs)
     ctx = RunContext(services, scope, flow.name, depth)
     trace = Trace(flow.name, time.time(), [])
     flow.traces.append(trace)
@@ -76,7 +85,7 @@ async def run_flow(
         try:
             if steps % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-            output, value = await _run_node(node, ctx, scope)
+            output, value = await run_node(node, ctx, scope)
         except FlowError as exc:
             node = _on_error(flow, node, scope, trace, exc, began)
             continue
@@ -87,6 +96,7 @@ async def run_flow(
         trace.steps.append(Step(node.id, node.type.name, output, _micros(began)))
         scope[node.id] = value
         if output is None:
+            trace.result = "ok"
             return value
         node = node.edges[output]
     trace.result = "no response"
@@ -115,6 +125,22 @@ async def _run_node(node: Node, ctx: RunContext, scope: Scope) -> tuple[str | No
             status=500,
             details={"errorId": error_id},
         ) from exc
+
+
+def _stubbed(stubs: Mapping[str, Stub]) -> Callable[[Node, RunContext, Scope], Awaitable[tuple[str | None, Any]]]:
+    """``_run_node``, except that a stubbed node runs its stub in place of its type's ``run``.
+
+    The stub gets the node's evaluated params and is guarded like the node (errors, retry,
+    timeout), so a flow test sees exactly what the flow would do with that result.
+    """
+
+    async def run_node(node: Node, ctx: RunContext, scope: Scope) -> tuple[str | None, Any]:
+        stub = stubs.get(node.id)
+        if stub is not None:
+            node = replace(node, type=replace(node.type, run=stub))
+        return await _run_node(node, ctx, scope)
+
+    return run_node
 
 
 def _evaluate(node: Node, scope: Scope) -> dict[str, Any]:

@@ -534,7 +534,7 @@ class _Compiler:
         if needed and needed not in spec:
             self.problem(f"a field of type {kind} needs '{needed}'", *path)
         if not top and kind in ("reference", "encrypted"):
-            self.problem(f"a {kind} field must be a top-level field of the model", *path)
+            self.problem(f"{kind} fields must be top-level fields of the model", *path)
         if transient and (spec.get("unique") or spec.get("indexed")):
             self.problem("a transient model is never stored, so it cannot have unique or indexed fields", *path)
 
@@ -596,14 +596,18 @@ def compile_model(name: str, data: Any, where: Where) -> tuple[Model | None, lis
     return (None if compiler.problems else model), compiler.problems
 
 
-def check_references(models: Mapping[str, Model], where: Mapping[str, Where]) -> list[SpecError]:
-    """Cross-model rules: a reference names a stored model."""
+def check_references(models: Mapping[str, Model], where: Mapping[str, Where], declared: Iterable[str] = ()) -> list[SpecError]:
+    """Cross-model rules: a reference names a stored model (one that failed to compile
+    has its own problems reported already)."""
     problems = []
+    known = set(declared) | set(models)
     for model in models.values():
         for name, f in model.fields.items():
             if f.type != "reference":
                 continue
             target = models.get(f.model or "")
+            if f.model in known and target is None:
+                continue
             if target is None:
                 problems.append(SpecError(where[model.name]("fields", name, "model"), f"unknown model '{f.model}'"))
             elif target.transient:
@@ -616,7 +620,9 @@ def compile_models(sources: Iterable[tuple[str, Any, Where]]) -> tuple[dict[str,
     models: dict[str, Model] = {}
     wheres: dict[str, Where] = {}
     problems: list[SpecError] = []
+    declared: set[str] = set()
     for name, data, where in sources:
+        declared.add(name)
         if name in models:
             problems.append(SpecError(where(), f"model '{name}' is declared twice"))
             continue
@@ -624,7 +630,7 @@ def compile_models(sources: Iterable[tuple[str, Any, Where]]) -> tuple[dict[str,
         problems.extend(found)
         if model is not None:
             models[name], wheres[name] = model, where
-    problems.extend(check_references(models, wheres))
+    problems.extend(check_references(models, wheres, declared))
     return models, problems
 
 

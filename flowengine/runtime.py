@@ -24,8 +24,11 @@ APP_DIR_VARIABLE = "FLOWENGINE_APP_DIR"
 DEV_VARIABLE = "FLOWENGINE_DEV"
 
 
-def open_services(app: App) -> Services:
-    """The services ``app.yaml`` asks for (each optional module only when present)."""
+def open_services(app: App, data_dir: Path | None = None) -> Services:
+    """The services ``app.yaml`` asks for (each optional module only when present).
+
+    ``data_dir`` is where an embedded SQLite store lives (default: the app's ``data/``).
+    """
     from flowengine.cache import open_cache
     from flowengine.messaging.email import open_email
     from flowengine.messaging.sms import open_sms
@@ -35,42 +38,48 @@ def open_services(app: App) -> Services:
     services = Services(cache=cache, settings=settings, app_dir=app.dir)
     services.sms = open_sms(settings.get("sms"), cache)
     services.email = open_email(settings.get("email"), cache)
-    services.store = _open_store(app)
+    services.store = _open_store(app, data_dir or app.dir / "data")
     services.flows = app.flows
     return services
 
 
-def _open_store(app: App) -> Any:
+def _open_store(app: App, data_dir: Path) -> Any:
     if not app.models:
         return None
     from flowengine.store import open_store
 
-    return open_store((app.settings.get("database") or {}).get("url") or None, app.models, app.dir / "data")
+    return open_store((app.settings.get("database") or {}).get("url") or None, app.models, data_dir)
 
 
 def build(app_dir: str | Path, dev: bool = False) -> Starlette:
     """Load ``app_dir`` and return its ASGI app, with services started and stopped by its lifespan."""
-    from flowengine.http.app import build_app
-
     app = load_app(app_dir)
     services = open_services(app)
-    asgi = build_app(app, services, dev=dev, extra_routes=_service_routes(app, services, dev))
+    asgi = assemble(app, services, dev)
     asgi.router.lifespan_context = _lifespan(services)
     return asgi
 
 
+def assemble(app: App, services: Services, dev: bool = False) -> Starlette:
+    """The ASGI app of a loaded app on open services; whoever opened the services starts and closes them."""
+    from flowengine.http.app import build_app
+
+    return build_app(app, services, dev=dev, extra_routes=_service_routes(app, services, dev))
+
+
+async def start_services(services: Services) -> None:
+    """Make the services ready to serve (the store creates or migrates its tables)."""
+    starter = getattr(services.store, "start", None)
+    if starter is not None:
+        await starter()
+
+
 def _service_routes(app: App, services: Services, dev: bool) -> list:
     """Routes that belong to services (the Altogic cache API, the dev outbox)."""
-    routes: list = []
-    try:
-        from flowengine.http.cache_api import cache_routes
-        from flowengine.http.guards import api_guard
-    except ImportError:
-        pass
-    else:
-        from starlette.routing import Mount
+    from flowengine.http.cache_api import cache_routes
+    from flowengine.http.guards import api_guard
 
-        routes.append(Mount("/_api/rest/v1/cache", routes=cache_routes(services.cache, api_guard(app, services))))
+    routes: list = cache_routes(services.cache, api_guard(app, services))
     if dev:
         from flowengine.http.outbox import outbox_routes
 
@@ -81,9 +90,7 @@ def _service_routes(app: App, services: Services, dev: bool) -> list:
 def _lifespan(services: Services):
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        starter = getattr(services.store, "start", None)
-        if starter is not None:
-            await starter()
+        await start_services(services)
         try:
             yield
         finally:

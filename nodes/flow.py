@@ -24,7 +24,9 @@ async def condition(ctx, params):
     outputs=("default",),
     dynamic_outputs="cases",
     params={
-        "cases": Param.expression(
+        "cases": Param(
+            "expression",
+            {"type": "object", "minProperties": 1},
             required=True,
             description="output name -> condition; the first true one is taken, else 'default'",
         )

@@ -19,7 +19,7 @@ REGISTRY = Registry.default()
 
 
 def _compile(text: str, registry: Registry = REGISTRY) -> tuple[graph.Flow | None, list[str]]:
-    document = loads(textwrap.dedent(text), "flows/f.yaml")
+    document = loads(textwrap.dedent(text).lstrip("\n"), "flows/f.yaml")
     flow, problems = compile_flow(document, registry, {})
     return flow, [str(problem) for problem in problems]
 
@@ -46,18 +46,18 @@ BRANCH = """
         type: condition
         if: params.query.ok == 'yes'
         then: note
-        else: no
+        else: refuse
         error: failed
       note:
         type: log
         message: "said {{ params.query.ok }}"
-        next: yes
+        next: agree
         retry: { attempts: 2, backoff: 50ms }
         timeout: 1
-      yes:
+      agree:
         type: return-success
         body: { answer: true }
-      no:
+      refuse:
         type: return-error
         message: "no"
       failed:
@@ -76,10 +76,10 @@ def test_edges_point_straight_at_node_objects() -> None:
 
     assert flow.start is nodes["check"]
     assert flow.on_error is nodes["failed"]
-    assert nodes["check"].edges == {"then": nodes["note"], "else": nodes["no"]}
+    assert nodes["check"].edges == {"then": nodes["note"], "else": nodes["refuse"]}
     assert nodes["check"].error is nodes["failed"]
-    assert nodes["note"].edges == {"next": nodes["yes"]}
-    assert nodes["yes"].edges == {} and nodes["yes"].type.terminal
+    assert nodes["note"].edges == {"next": nodes["agree"]}
+    assert nodes["agree"].edges == {} and nodes["agree"].type.terminal
 
 
 def test_the_flow_keeps_its_settings() -> None:
@@ -87,31 +87,32 @@ def test_the_flow_keeps_its_settings() -> None:
 
     assert (flow.name, flow.file, flow.description, flow.timeout) == ("branch", "flows/f.yaml", "Says yes or no.", 2.0)
     [endpoint] = flow.endpoints
-    assert (endpoint.method, endpoint.path, endpoint.session, str(endpoint.where)) == ("POST", "/branch", "required", "flows/f.yaml:5:5")
+    assert (endpoint.method, endpoint.path, endpoint.session, str(endpoint.where)) == ("POST", "/branch", "required", "flows/f.yaml:4:5")
     note = flow.nodes["note"]
-    assert (note.retry, note.timeout, note.line) == (graph.Retry(2, 0.05, 5.0), 1, 18)
+    assert (note.retry, note.timeout, note.line) == (graph.Retry(2, 0.05, 5.0), 1, 17)
 
 
 def test_an_edge_to_an_unknown_node_is_reported_with_a_suggestion() -> None:
-    _, problems = _compile(BRANCH.replace("next: yes", "next: yess").replace("on_error: failed", "on_error: crash"))
+    _, problems = _compile(BRANCH.replace("next: agree", "next: agre").replace("on_error: failed", "on_error: crash"))
 
     assert problems == [
-        "flows/f.yaml:8:11: 'on_error' goes to unknown node 'crash' (the nodes are: check, note, yes, no, failed)",
-        "flows/f.yaml:21:11: node 'note': edge 'next' goes to unknown node 'yess' (did you mean 'yes'?)",
+        "flows/f.yaml:8:11: 'on_error' goes to unknown node 'crash' (the nodes are: check, note, agree, refuse, failed)",
+        "flows/f.yaml:20:11: node 'note': edge 'next' goes to unknown node 'agre' (did you mean 'agree'?)",
     ]
 
 
 def test_an_unwired_output_is_an_error_only_in_an_endpoint_flow() -> None:
-    unwired = BRANCH.replace("        else: no\n", "")
+    unwired = BRANCH.replace("        else: refuse\n", "")
 
     _, problems = _compile(unwired)
     assert problems == [
-        "flows/f.yaml:13:3: node 'check': output 'else' is not wired; every path of an endpoint flow must end in a response"
+        "flows/f.yaml:11:3: node 'check': output 'else' is not wired; every path of an endpoint flow must end in a response",
+        "flows/f.yaml:25:3: node 'refuse': unreachable: no edge leads to this node",
     ]
 
     internal = unwired.replace("    endpoints:\n      - method: POST\n        path: /branch\n        session: required\n", "")
-    flow, problems = _compile(internal.replace("      no:\n", "      unused:\n").replace("    on_error: failed\n", ""))
-    assert problems == ["flows/f.yaml:25:3: node 'unused': unreachable: no edge leads to this node"]
+    flow, problems = _compile(internal.replace("      refuse:\n", "      unused:\n").replace("    on_error: failed\n", ""))
+    assert problems == ["flows/f.yaml:20:3: node 'unused': unreachable: no edge leads to this node"]
 
 
 # --- reachability -----------------------------------------------------------------------
@@ -157,7 +158,7 @@ def test_a_dangling_edge_does_not_also_report_its_target_unreachable() -> None:
           finish: { type: return-success }
     """)
 
-    assert problems == ["flows/f.yaml:5:37: node 'a': edge 'next' goes to unknown node 'finnish' (did you mean 'finish'?)"]
+    assert problems == ["flows/f.yaml:4:37: node 'a': edge 'next' goes to unknown node 'finnish' (did you mean 'finish'?)"]
 
 
 def test_a_broken_node_does_not_make_its_successors_unreachable() -> None:
@@ -171,7 +172,7 @@ def test_a_broken_node_does_not_make_its_successors_unreachable() -> None:
     """)
 
     [problem] = problems
-    assert problem.startswith("flows/f.yaml:6:9: node 'b': unknown node type 'teleport' (known types: ")
+    assert problem.startswith("flows/f.yaml:5:8: node 'b': unknown node type 'teleport' (known types: ")
 
 
 # --- switch: outputs named by its cases --------------------------------------------------
@@ -203,11 +204,11 @@ def test_switch_cases_become_outputs() -> None:
 def test_a_switch_key_that_is_no_case_is_reported() -> None:
     _, problems = _compile(SWITCH.replace("    large: largeAnswer", "    larg: largeAnswer"))
 
-    assert problems == ["flows/f.yaml:11:5: node 'pick': unknown key 'larg' (did you mean 'large'?)"]
+    assert problems == ["flows/f.yaml:10:5: node 'pick': unknown key 'larg' (did you mean 'large'?)"]
 
 
 def test_a_switch_case_without_an_edge_is_unwired_in_an_endpoint_flow() -> None:
-    text = SWITCH.replace("    large: largeAnswer\n", "").replace("start: pick", "endpoints: [{method: GET, path: /s}]\n    start: pick")
+    text = SWITCH.replace("        large: largeAnswer\n", "").replace("start: pick", "endpoints: [{method: GET, path: /s}]\n    start: pick")
 
     _, problems = _compile(text)
 
@@ -219,7 +220,7 @@ def test_a_switch_case_without_an_edge_is_unwired_in_an_endpoint_flow() -> None:
 def test_a_switch_case_may_not_take_a_reserved_key() -> None:
     _, problems = _compile(SWITCH.replace("small: params.query.n < 10", "error: params.query.n < 10"))
 
-    assert "flows/f.yaml:5:3: node 'pick': 'error' cannot name an output" in problems
+    assert "flows/f.yaml:4:3: node 'pick': 'error' cannot name an output" in problems
 
 
 # --- params -----------------------------------------------------------------------------
@@ -227,12 +228,12 @@ def test_a_switch_case_may_not_take_a_reserved_key() -> None:
 
 def test_params_are_compiled_by_kind() -> None:
     flow = _flow(BRANCH)
-    check, note, yes, failed = (dict(flow.nodes[n].params) for n in ("check", "note", "yes", "failed"))
+    check, note, agree, failed = (dict(flow.nodes[n].params) for n in ("check", "note", "agree", "failed"))
 
     assert isinstance(check["if"], Expression)
     assert isinstance(note["message"], Template)
     assert note["level"] == Constant("info")  # a default
-    assert yes["body"] == Constant({"answer": True})
+    assert agree["body"] == Constant({"answer": True})
     assert failed["status"] == Constant(500)
 
 
@@ -247,8 +248,8 @@ def test_names_in_expressions_are_checked_with_a_suggestion() -> None:
     """)
 
     assert problems == [
-        "flows/f.yaml:5:23: node 'a': param 'message': unknown name 'sesion' (did you mean 'session'?)",
-        "flows/f.yaml:6:27: node 'b': param 'values': unknown name 'unknownThing'",
+        "flows/f.yaml:4:28: node 'a': param 'message': unknown name 'sesion' (did you mean 'session'?)",
+        "flows/f.yaml:5:27: node 'b': param 'values': unknown name 'unknownThing'",
     ]
 
 
@@ -261,7 +262,7 @@ def test_a_params_part_that_does_not_exist_is_reported_once() -> None:
     """)
 
     assert problems == [
-        "flows/f.yaml:5:36: node 'a': param 'body': 'params.qery' does not exist; params has body, files, headers, path, query"
+        "flows/f.yaml:4:36: node 'a': param 'body': 'params.qery' does not exist; params has body, files, headers, path, query"
     ]
 
 
@@ -269,13 +270,13 @@ def test_a_params_part_that_does_not_exist_is_reported_once() -> None:
 def test_a_reserved_name_cannot_be_a_node_id(node_id: str) -> None:
     _, problems = _compile(f"""
         service: s
-        start: {node_id}
+        start: '{node_id}'
         nodes:
-          {node_id}: {{ type: return-success }}
+          '{node_id}': {{ type: return-success }}
     """)
 
     reserved = ", ".join(sorted(graph.RESERVED))
-    assert problems == [f"flows/f.yaml:5:3: node '{node_id}': '{node_id}' is reserved for expressions ({reserved}); pick another node id"]
+    assert problems == [f"flows/f.yaml:4:3: node '{node_id}': '{node_id}' is reserved for expressions ({reserved}); pick another node id"]
 
 
 def test_an_unknown_type_with_nothing_close_lists_the_known_ones() -> None:
@@ -292,8 +293,8 @@ def test_an_unknown_type_with_nothing_close_lists_the_known_ones() -> None:
     _, problems = _compile("service: s\nstart: a\nnodes:\n  a: { type: teleport }\n  b: { type: fnish }\n", registry)
 
     assert problems == [
-        "flows/f.yaml:4:14: node 'a': unknown node type 'teleport' (known types: echo, finish)",
-        "flows/f.yaml:5:14: node 'b': unknown node type 'fnish' (did you mean 'finish'?)",
+        "flows/f.yaml:4:8: node 'a': unknown node type 'teleport' (known types: echo, finish)",
+        "flows/f.yaml:5:8: node 'b': unknown node type 'fnish' (did you mean 'finish'?)",
     ]
 
 

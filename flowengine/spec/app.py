@@ -86,12 +86,10 @@ def _files(root: Path, folder: str) -> list[str]:
 def _settings(document: Document, environ: Mapping[str, str], problems: list[SpecError]) -> dict[str, Any]:
     if document.data is None:
         document.data = {}
+    missing = envvars.substitute(document, environ)  # first, so ${VAR} can fill any setting
     found = schemas.validate(document, "app")
-    if found:
-        problems.extend(found)
-        return document.data if isinstance(document.data, dict) else {}
-    problems.extend(envvars.substitute(document, environ))
-    return document.data
+    problems.extend(missing + found)
+    return document.data if isinstance(document.data, dict) else {}
 
 
 def _registry(root: Path, settings: dict[str, Any], document: Document | None, problems: list[SpecError]) -> Registry:

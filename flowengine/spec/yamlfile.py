@@ -131,14 +131,14 @@ def _refused(node: yaml.Node) -> bool:
     return node.tag not in _SCALAR_TAGS
 
 
-def _admit(node: yaml.Node, document: Document, building: set[int]) -> None:
+def _admit(node: yaml.Node, document: Document) -> None:
     """Stop at a non-data tag, an alias inside itself (``&a [*a]``) or an alias blow-up."""
     where = Location(document.file, *_mark(node))
     if _refused(node):
         tag = node.tag.replace(_CORE, "!!")
         plain = "app files hold plain data (text, numbers, true/false, lists, mappings)"
         raise _Stop(SpecError(where, f"the tag '{tag}' is not allowed; {plain}"))
-    if id(node) in building:
+    if id(node) in document.building:
         raise _Stop(SpecError(where, "an alias refers to the value that contains it"))
     document.count += 1
     if document.count > MAX_VALUES:
@@ -147,8 +147,10 @@ def _admit(node: yaml.Node, document: Document, building: set[int]) -> None:
 
 def _convert(loader: yaml.SafeLoader, node: yaml.Node, path: Path_, document: Document) -> Any:
     document.marks[("=",) + path] = _mark(node)
-    _admit(node, document, document.building)
+    _admit(node, document)
     if isinstance(node, yaml.ScalarNode):
+        if node.tag == _CORE + "timestamp":
+            return node.value  # dates stay text, as JSON and expressions expect them
         return loader.construct_object(node)
     document.building.add(id(node))
     try:
@@ -167,7 +169,7 @@ def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, path: Path_, docum
         if not isinstance(key_node, yaml.ScalarNode):
             document.problems.append(SpecError(where, "a mapping key must be a plain value"))
             continue
-        _admit(key_node, document, document.building)
+        _admit(key_node, document)
         key = loader.construct_object(key_node)
         if key in result:
             first = document.marks[path + (key,)][0]

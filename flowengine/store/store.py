@@ -62,11 +62,19 @@ def open_store(url: str | None, models: Mapping[str, Model], data_dir: str | Pat
 
 @dataclass(frozen=True, slots=True)
 class _Statement:
-    """Compiled SQL, the order of the values it binds, and how its rows become objects."""
+    """Compiled SQL, the columns it returns and how its rows become objects.
+
+    ``constants`` are values SQLAlchemy itself bound while compiling (``LIMIT 1``,
+    ``substr(x, 1, ...)``); each run's values are merged over them.
+    """
 
     sql: str
     names: tuple[str, ...] = ()
     decoders: tuple[tuple[str, Callable[[Any], Any]], ...] = ()
+    constants: Mapping[str, Any] | None = None
+
+    def bind(self, values: Mapping[str, Any]) -> Mapping[str, Any]:
+        return values if self.constants is None else {**self.constants, **values}
 
     def objects(self, rows: Iterable[tuple]) -> list[dict[str, Any]]:
         found = []
@@ -255,7 +263,8 @@ class Store:
 
     def _compile(self, query: Any, model: Model | None = None, names: tuple[str, ...] = ()) -> _Statement:
         """SQL text for this backend's driver, and a decoder for each column that needs one."""
-        sql = str(query.compile(dialect=self.backend.dialect))
+        compiled = query.compile(dialect=self.backend.dialect)
+        constants = {key: value for key, value in compiled.params.items() if value is not None}
         decoders = []
         for name in names:
             assert model is not None
@@ -263,7 +272,7 @@ class Store:
                 decoders.append((name, Encrypted))
             elif (decode := self._converter(model, name)[1]) is not None:
                 decoders.append((name, decode))
-        return _Statement(sql, names, tuple(decoders))
+        return _Statement(str(compiled), names, tuple(decoders), constants or None)
 
     def _converter(self, model: Model, name: str) -> tuple[Any, Any]:
         return CONVERTERS[self.backend.name].get(storage_kind(model, name), (None, None))
@@ -288,8 +297,8 @@ class Store:
         session = self._session()
         try:
             if session is not None:
-                return await session.execute(statement.sql, values)
-            return await self.backend.fetch(statement.sql, values)
+                return await session.execute(statement.sql, statement.bind(values))
+            return await self.backend.fetch(statement.sql, statement.bind(values))
         except self.backend.unavailable as exc:
             raise _unavailable(exc) from exc
 
@@ -310,9 +319,9 @@ class Store:
                      session: Any = None) -> list[tuple]:  # fmt: skip
         try:
             if session is not None:
-                return await session.execute(statement.sql, values)
+                return await session.execute(statement.sql, statement.bind(values))
             async with self._writing() as session:
-                return await session.execute(statement.sql, values)
+                return await session.execute(statement.sql, statement.bind(values))
         except self.backend.unavailable as exc:
             raise _unavailable(exc) from exc
         except Exception as exc:
