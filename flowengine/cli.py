@@ -78,8 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     migrate = _command(commands, "migrate", cmd_migrate, "show or apply changes to the database tables")
     migrate.add_argument("--plan", action="store_true", help="only show what would change")
 
-    schema = _command(commands, "schema", cmd_schema, "print a JSON Schema for editors (app, model or flow)", app_dir=False)
-    schema.add_argument("name", choices=["app", "model", "flow"])
+    schema = _command(commands, "schema", cmd_schema, "print a JSON Schema for editors (app, model, flow or test)", app_dir=False)
+    schema.add_argument("name", choices=["app", "model", "flow", "test"])
     return parser
 
 
@@ -195,7 +195,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if starter is not None:
             await starter()
         try:
-            Inputs(flow.inputs, app.models).validate(params)
+            Inputs(flow.input_models).validate(params)
             scope = {"params": params, "session": None, "user": None, "env": app.settings.get("env", {})}
             return await run_flow(flow, services, scope)
         finally:
@@ -270,6 +270,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from flowengine.spec.schema import editor_schema
 
+    if args.name == "test":  # flows/tests/*.yaml
+        from flowengine.testing import FILE_SCHEMA
+
+        print(json.dumps(FILE_SCHEMA, indent=2))
+        return 0
     print(json.dumps(editor_schema(args.name), indent=2))
     return 0
 

@@ -335,6 +335,10 @@ def ecompare(plain: Any, encrypted: Any) -> bool:
     refuse such passwords at sign-up rather than pre-hash them; if it ever pre-hashes, this
     check must apply the same pre-hash.
     """
+    from flowengine.models import Encrypted  # a sealed field read by a data node
+
+    if isinstance(encrypted, Encrypted):
+        return encrypted.matches(plain)
     if not isinstance(plain, str) or not isinstance(encrypted, str):
         return False
     shape = _BCRYPT_HASH.fullmatch(encrypted)

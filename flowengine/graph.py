@@ -180,6 +180,8 @@ class Flow:
     on_error: Node | None = None
     timeout: float | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    #: The declared inputs, one transient model per part (set when the app loads).
+    input_models: dict[str, Any] = field(default_factory=dict)
     traces: deque = field(default_factory=lambda: deque(maxlen=100))
 
 

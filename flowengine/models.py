@@ -55,6 +55,7 @@ import phonenumbers
 
 from flowengine.errors import Location, SpecError, ValidationFailed
 from flowengine.expressions import Expression, ExpressionError, compile_expression
+from flowengine.spec import schema as schemas
 
 SYSTEM_FIELDS = ("_id", "createdAt", "updatedAt")
 #: Names an expression default may read besides functions.
@@ -146,7 +147,11 @@ class Model:
     transient: bool = False
     description: str = ""
     where: Location | None = None
-    _validators: dict[bool, jsonschema.Draft202012Validator] = dataclass_field(default_factory=dict, repr=False)
+    #: What one of its fields is called in messages ("query parameter" for a flow's inputs).
+    noun: str = "field"
+    _validators: dict[bool, jsonschema.Draft202012Validator] = dataclass_field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def encrypted(self) -> tuple[str, ...]:
@@ -196,7 +201,7 @@ class Model:
 
     def _problems(self, values: Mapping[str, Any], partial: bool) -> list[dict[str, Any]]:
         nulls = [name for name, value in values.items() if value is None and name in self.fields]
-        items = [_item(self.name, n, f"field '{n}' is required") for n in nulls if self.fields[n].required]
+        items = [_item(self.name, n, f"{self.noun} '{n}' is required") for n in nulls if self.fields[n].required]
         present = {name: value for name, value in values.items() if name not in nulls}
         seen: set[str] = set(nulls)
         for error in self._validator(partial).iter_errors(present):
@@ -257,12 +262,12 @@ def _is_phone(value: Any) -> bool:
 
 @FORMATS.checks("date")
 def _is_date(value: Any) -> bool:
-    return not isinstance(value, str) or _date(value) is not None
+    return not isinstance(value, str) or parse_date(value) is not None
 
 
 @FORMATS.checks("date-time")
 def _is_datetime(value: Any) -> bool:
-    return not isinstance(value, str) or _datetime(value) is not None
+    return not isinstance(value, str) or parse_datetime(value) is not None
 
 
 def _phone(text: str) -> str | None:
@@ -276,14 +281,16 @@ def _phone(text: str) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def _date(text: str) -> str | None:
+def parse_date(text: str) -> str | None:
+    """'YYYY-MM-DD' if the text is that date, else None."""
     try:
         return date.fromisoformat(text).isoformat() if len(text) == 10 else None
     except ValueError:
         return None
 
 
-def _datetime(text: str) -> str | None:
+def parse_datetime(text: str) -> str | None:
+    """The stored form (UTC, milliseconds) of an ISO 8601 date-time or date, else None."""
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -305,8 +312,8 @@ def hash_secret(plain: str, rounds: int = 12) -> str:
 NORMALISE: dict[str, Callable[[Any], Any]] = {
     "email": lambda v: v.strip().lower(),
     "phone": lambda v: _phone(v) or v,
-    "date": lambda v: _date(v) or v,
-    "datetime": lambda v: _datetime(v) or v,
+    "date": lambda v: parse_date(v) or v,
+    "datetime": lambda v: parse_datetime(v) or v,
     "integer": int,
     "decimal": float,
 }
@@ -387,13 +394,13 @@ def _explain(error: jsonschema.ValidationError, model: Model) -> Iterable[tuple[
     if error.validator == "required":
         for name in (n for n in value if n not in error.instance):
             full = f"{path}.{name}" if path else name
-            yield full, f"field '{full}' is required"
+            yield full, f"{model.noun} '{full}' is required"
     elif error.validator == "additionalProperties":
         for name in sorted(set(error.instance) - set(error.schema.get("properties", {}))):
             full = f"{path}.{name}" if path else name
             yield full, f"'{full}' is not a field of {model.name}"
     else:
-        yield path, f"field '{path}' {_reason(error.validator, value, error)}"
+        yield path, f"{model.noun} '{path}' {_reason(error.validator, value, error)}"
 
 
 def _reason(validator: str, value: Any, error: jsonschema.ValidationError) -> str:
@@ -414,60 +421,8 @@ def _reason(validator: str, value: Any, error: jsonschema.ValidationError) -> st
 
 # --- compiling model files --------------------------------------------------------------
 
-_FIELD_KEYS = {
-    "type": {"enum": list(TYPES)},
-    "required": {"type": "boolean"},
-    "default": {"description": "a literal, or {expression: ...} computed when an object is created"},
-    "unique": {"type": "boolean"},
-    "indexed": {"type": "boolean"},
-    "min": {"type": "number"},
-    "max": {"type": "number"},
-    "length": {
-        "type": "object",
-        "additionalProperties": False,
-        "minProperties": 1,
-        "properties": {"min": {"type": "integer", "minimum": 0}, "max": {"type": "integer", "minimum": 0}},
-    },
-    "pattern": {"type": "string"},
-    "enum": {"type": "array", "minItems": 1},
-    "description": {"type": "string"},
-    "readonly": {"type": "boolean"},
-    "private": {"type": "boolean"},
-    "model": {"type": "string", "description": "the referenced model (type: reference)"},
-    "items": {"$ref": "#/$defs/field", "description": "the type of each item (type: list)"},
-    "fields": {"$ref": "#/$defs/fields", "description": "the sub-model's fields (type: object)"},
-}
-
-#: The JSON Schema of a model file (published as ``model.schema.json`` for editors).
-FILE_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$id": "https://flowengine.dev/schemas/model.schema.json",
-    "title": "flowengine model",
-    "type": "object",
-    "required": ["fields"],
-    "additionalProperties": False,
-    "properties": {
-        "name": {"type": "string", "pattern": _NAME},
-        "description": {"type": "string"},
-        "transient": {"type": "boolean", "description": "validated like any model, never stored"},
-        "fields": {"$ref": "#/$defs/fields"},
-    },
-    "$defs": {
-        "fields": {
-            "type": "object",
-            "minProperties": 1,
-            "propertyNames": {"pattern": _NAME},
-            "additionalProperties": {"$ref": "#/$defs/field"},
-        },
-        "field": {
-            "oneOf": [
-                {"enum": list(TYPES), "description": "shorthand for {type: ...}"},
-                {"type": "object", "required": ["type"], "additionalProperties": False, "properties": _FIELD_KEYS},
-            ]
-        },
-    },
-}
-
+#: The published schema of a model file (also what editors use).
+FILE_SCHEMA: dict[str, Any] = schemas.schema("model")
 _FILE_VALIDATOR = jsonschema.Draft202012Validator(FILE_SCHEMA)
 
 #: Which types accept which optional keys (the rest are errors, not silently ignored).
@@ -583,7 +538,6 @@ def _value_problem(f: Field, value: Any) -> str | None:
 
 def compile_model(name: str, data: Any, where: Where) -> tuple[Model | None, list[SpecError]]:
     """Check and compile one model file; ``where(*keys)`` locates a key for messages."""
-    from flowengine.spec import schema as schemas
 
     problems = schemas.check(_FILE_VALIDATOR, data, SimpleNamespace(where=where))  # type: ignore[arg-type]
     if problems:

@@ -59,7 +59,6 @@ class Reloader:
         self.out = out or sys.stderr
         app = load_app(self.app_dir)  # a broken app at start-up is the caller's SpecErrors
         self.current = self._build(app, open_services(app), [])
-        self.reloads = 0
         self._stop: asyncio.Event | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
@@ -85,6 +84,7 @@ class Reloader:
             self._watcher = asyncio.create_task(self._watch(self._stop))
 
     async def shutdown(self) -> None:
+        """Stop watching, let retiring services close, close the current ones."""
         if self._watcher is not None and self._stop is not None:
             self._stop.set()
             await self._watcher
@@ -125,7 +125,6 @@ class Reloader:
             self._say(f"Error: {type(exc).__name__}: {exc}; still serving the previous version")
             return False
         self.current = build
-        self.reloads += 1
         if build.sharing is not previous.sharing:
             self._retire(previous.sharing)
         self._say(f"reloaded: {len(app.flows)} flows")
@@ -178,10 +177,11 @@ class _AppFiles(watchfiles.DefaultFilter):
 
     def __init__(self, root: Path) -> None:
         super().__init__()
-        self.data = str(root / "data")
+        self.data = root / "data"
 
     def __call__(self, change: watchfiles.Change, path: str) -> bool:
-        if Path(path).suffix not in WATCHED_SUFFIXES or path.startswith(self.data):
+        file = Path(path)
+        if file.suffix not in WATCHED_SUFFIXES or file.is_relative_to(self.data):
             return False
         return super().__call__(change, path)
 

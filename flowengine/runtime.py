@@ -1,8 +1,9 @@
 """Putting an app together: load it, open its services, build the ASGI app.
 
 The embedded defaults need nothing installed: an in-process cache, outboxes for SMS and
-email, SQLite under the app's ``data/`` folder. Production services are chosen by settings
-alone (``REDIS_URL``, ``DATABASE_URL``, Twilio and SMTP credentials through ``${VAR}``).
+email, SQLite under the app's ``data/`` folder, files under ``data/files/``. Production
+services are chosen by settings alone (``REDIS_URL``, ``DATABASE_URL``, ``STORAGE_URL``,
+Twilio and SMTP credentials through ``${VAR}``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def open_services(app: App, data_dir: Path | None = None) -> Services:
     from flowengine.cache import open_cache
     from flowengine.messaging.email import open_email
     from flowengine.messaging.sms import open_sms
+    from flowengine.storage.service import open_storage
 
     settings = app.settings
     cache = open_cache((settings.get("cache") or {}).get("url") or None, app.name)
@@ -39,6 +41,7 @@ def open_services(app: App, data_dir: Path | None = None) -> Services:
     services.sms = open_sms(settings.get("sms"), cache)
     services.email = open_email(settings.get("email"), cache)
     services.store = _open_store(app, data_dir or app.dir / "data")
+    services.storage = open_storage(settings.get("storage"), (data_dir or app.dir / "data") / "files")
     services.flows = app.flows
     return services
 
@@ -75,11 +78,15 @@ async def start_services(services: Services) -> None:
 
 
 def _service_routes(app: App, services: Services, dev: bool) -> list:
-    """Routes that belong to services (the Altogic cache API, the dev outbox)."""
+    """Routes that belong to services (the Altogic cache and storage APIs, the dev outbox)."""
     from flowengine.http.cache_api import cache_routes
     from flowengine.http.guards import api_guard
 
     routes: list = cache_routes(services.cache, api_guard(app, services))
+    if services.storage is not None:
+        from flowengine.http.storage_api import storage_routes
+
+        routes.extend(storage_routes(services.storage, services))
     if dev:
         from flowengine.http.outbox import outbox_routes
 

@@ -2,7 +2,7 @@
 
 A node author checks one node type without an app::
 
-    output, value = await run_node("slugify", {"text": "'Héllo, Wörld!'"})
+    output, value = await run_node("slugify", {"text": "Héllo, {{ who }}!"}, scope={"who": "Wörld"})
 
 Params are written as in a flow file and compiled by the real param compilers (expressions
 parsed, templates split, literals checked against the type's schema), then evaluated and
@@ -38,6 +38,7 @@ import tempfile
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, TextIO
 
 import jsonschema
@@ -45,11 +46,12 @@ import yaml
 
 from flowengine.context import RunContext, Services
 from flowengine.errors import FlowError, Location, SpecError, SpecErrors
-from flowengine.expressions import Expression
+from flowengine.expressions import Expression, ExpressionError
 from flowengine.functions import FUNCTIONS
 from flowengine.graph import PARAM_COMPILERS, RUN_NAMES, CompileContext, Constant, Flow, seconds
 from flowengine.graph import _expressions as expressions_in
 from flowengine.interpreter import DEFAULT_STEP_LIMIT, Step, run_flow
+from flowengine.messaging.outbox import outbox_key
 from flowengine.registry import NodeType, Registry
 from flowengine.spec import schema as schemas
 from flowengine.spec import yamlfile
@@ -65,8 +67,8 @@ def harness_services(**overrides: Any) -> Services:
     from flowengine.cache import MemoryCache
     from flowengine.messaging.outbox import EmailOutbox, SmsOutbox
 
-    cache = overrides.pop("cache", None) or MemoryCache("test")
-    return Services(cache=cache, sms=SmsOutbox(cache), email=EmailOutbox(cache), **overrides)
+    cache = overrides.get("cache") or MemoryCache("test")
+    return Services(**{"cache": cache, "sms": SmsOutbox(cache), "email": EmailOutbox(cache), **overrides})
 
 
 async def run_node(
@@ -118,14 +120,14 @@ def compile_params(node_type: NodeType, params: dict[str, Any], known: set[str])
             continue
         try:
             compiled[name] = PARAM_COMPILERS[param.kind](params[name], CompileContext(spec, {}))
-        except ValueError as exc:  # ExpressionError is one too
+        except (ExpressionError, ValueError) as exc:
             problems.append(SpecError(document.value_where(name), f"param '{name}': {exc}", node_type.name))
             continue
         for unknown in sorted(getattr(compiled[name], "names", frozenset()) - known - RUN_NAMES):
             message = f"param '{name}': unknown name '{unknown}' (pass it in scope=)"
             problems.append(SpecError(document.value_where(name), message, node_type.name))
     if problems:
-        raise SpecErrors(problems)
+        raise SpecErrors(sorted(problems, key=lambda p: (p.where.line, p.where.column)))
     return compiled
 
 
@@ -205,7 +207,10 @@ FILE_SCHEMA: dict[str, Any] = {
     },
 }
 
-_FILE = jsonschema.Draft202012Validator(FILE_SCHEMA)
+#: The file's own keys first; each case is then checked on its own, so that every case's problems show.
+_FILE = jsonschema.Draft202012Validator(
+    {**FILE_SCHEMA, "properties": {**FILE_SCHEMA["properties"], "cases": {"type": "array", "minItems": 1}}}
+)
 _CASE = jsonschema.Draft202012Validator(CASE_SCHEMA)
 
 
@@ -233,22 +238,26 @@ class Suite:
 
     app: App
     cases: list[Case]
-    files: list[str] = field(default_factory=list)
+    #: Problems in the test files (only with ``load_suite(strict=False)``); their cases are left out.
+    problems: list[SpecError] = field(default_factory=list)
 
 
-def load_suite(app_dir: str | Path) -> Suite:
-    """Load the app and every flow test; ``SpecErrors`` lists every problem in either."""
+def load_suite(app_dir: str | Path, strict: bool = True) -> Suite:
+    """Load the app and every flow test; ``SpecErrors`` lists every problem in either.
+
+    With ``strict=False`` a test file's problems are kept on the suite instead (the pytest
+    plugin reports them per file); the app's own problems always raise.
+    """
     app = load_app(app_dir)
     problems: list[SpecError] = []
     cases: list[Case] = []
-    files = []
     for relative, document in _test_documents(app, problems):
-        files.append(relative)
         cases.extend(_cases(app, relative, document, problems))
-    if problems:
+    problems.sort(key=lambda p: (p.where.file, p.where.line, p.where.column))
+    if problems and strict:
         raise SpecErrors(problems)
     _allow_fixed_functions(app, {name for case in cases for name in case.spec.get("functions", {})})
-    return Suite(app, cases, files)
+    return Suite(app, cases, problems)
 
 
 def _test_documents(app: App, problems: list[SpecError]) -> Iterable[tuple[str, Document]]:
@@ -281,7 +290,7 @@ def _cases(app: App, relative: str, document: Document, problems: list[SpecError
         at = (*prefix, index)
         before = len(problems)
         problems.extend(schemas.check(_CASE, spec, document, at))
-        if len(problems) == before:
+        if isinstance(spec, dict):
             problems.extend(_check_case(app.flows[flow], spec, document, at))
         if len(problems) > before:
             continue
@@ -293,9 +302,11 @@ def _cases(app: App, relative: str, document: Document, problems: list[SpecError
 
 
 def _check_case(flow: Flow, spec: dict[str, Any], document: Document, at: tuple) -> list[SpecError]:
-    """What a schema cannot know: node ids, their outputs, function names."""
+    """What a schema cannot know: node ids, their outputs, function names (on whatever is well-formed)."""
     problems = []
-    for node_id, stub in spec.get("stubs", {}).items():
+    for node_id, stub in _mapping(spec.get("stubs")).items():
+        if not isinstance(stub, dict):
+            continue
         node = flow.nodes.get(node_id)
         if node is None:
             message = f"stub for unknown node '{node_id}'{_hint(node_id, flow.nodes)}"
@@ -303,18 +314,26 @@ def _check_case(flow: Flow, spec: dict[str, Any], document: Document, at: tuple)
             continue
         outputs = node.type.outputs_of(flow.raw["nodes"][node_id])
         output = stub.get("output", outputs[0] if outputs else None)
-        if "error" not in stub and output not in outputs:
-            listed = ", ".join(outputs) or "none: it ends the run; stub it with an error or not at all"
-            message = f"node '{node_id}' ({node.type.name}) has no output '{output}' (outputs: {listed})"
-            problems.append(SpecError(document.where(*at, "stubs", node_id), message))
-    for name in spec.get("functions", {}):
+        if "error" in stub or output in outputs:
+            continue
+        if outputs:
+            message = f"node '{node_id}' ({node.type.name}) has no output '{output}' (outputs: {', '.join(outputs)})"
+        else:
+            message = f"node '{node_id}' ({node.type.name}) ends the run: stub it with an 'error', or not at all"
+        problems.append(SpecError(document.where(*at, "stubs", node_id), message))
+    for name in _mapping(spec.get("functions")):
         if name not in FUNCTIONS:
             problems.append(SpecError(document.where(*at, "functions", name), f"unknown function '{name}'{_hint(name, FUNCTIONS)}"))
-    for index, node_id in enumerate(spec["expect"].get("path", [])):
-        if node_id not in flow.nodes:
+    path = _mapping(spec.get("expect")).get("path")
+    for index, node_id in enumerate(path if isinstance(path, list) else []):
+        if isinstance(node_id, str) and node_id not in flow.nodes:
             message = f"path: unknown node '{node_id}'{_hint(node_id, flow.nodes)}"
             problems.append(SpecError(document.value_where(*at, "expect", "path", index), message))
     return problems
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _hint(name: str, known: Iterable[str]) -> str:
@@ -327,7 +346,7 @@ def _hint(name: str, known: Iterable[str]) -> str:
 # --- flow tests: fixed function results ---------------------------------------------------
 
 #: The fixed results of the case running in this context (function name -> result).
-_FIXED: ContextVar[Mapping[str, Any]] = ContextVar("flowengine_fixed_functions", default={})
+_FIXED: ContextVar[Mapping[str, Any]] = ContextVar("flowengine_fixed_functions", default=MappingProxyType({}))
 
 
 def _allow_fixed_functions(app: App, names: set[str]) -> None:
@@ -372,7 +391,9 @@ class Outcome:
     status: int
     body: Any
     steps: list[Step]
-    failures: list[str]
+    #: The error the run ended with, if it did.
+    error: FlowError | None = None
+    failures: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -397,11 +418,11 @@ async def run_case(suite: Suite, case: Case) -> Outcome:
             flow.traces.clear()
             token = _FIXED.set(spec.get("functions", {}))
             try:
-                reply = await _answer(app, flow, services, spec, scope)
+                reply, error = await _answer(app, flow, services, spec, scope)
             finally:
                 _FIXED.reset(token)
             steps = list(flow.traces[0].steps) if flow.traces else []
-            outcome = Outcome(case, reply.status, reply.body, steps, [])
+            outcome = Outcome(case, reply.status, reply.body, steps, error)
             outcome.failures = await _compare(outcome, services, scope)
         finally:
             await services.close()
@@ -409,49 +430,55 @@ async def run_case(suite: Suite, case: Case) -> Outcome:
 
 
 async def _embedded_services(app: App, data_dir: Path) -> Services:
-    """The app's services with every setting on its embedded default."""
+    """The app's services on their embedded defaults, SQLite and files in ``data_dir``."""
     from flowengine.runtime import open_services, start_services
 
     settings = dict(app.settings)
-    settings.pop("cache", None)
-    settings.pop("database", None)
+    for service in ("cache", "database", "storage"):  # no URL: in-process cache, SQLite, local files
+        settings[service] = {**(settings.get(service) or {}), "url": None}
     for channel in ("sms", "email"):
         settings[channel] = {**(settings.get(channel) or {}), "provider": "outbox"}
-    try:
-        from flowengine.store import open_store  # noqa: F401
-    except ImportError:  # no data layer yet: run the flows that need none
-        models: dict[str, Any] = {}
-    else:
-        models = app.models
-    services = open_services(replace(app, settings=settings, models=models), data_dir=data_dir)
+    services = open_services(replace(app, settings=settings), data_dir=data_dir)
     services.settings = app.settings
     await start_services(services)
     return services
 
 
-async def _answer(app: App, flow: Flow, services: Services, spec: dict[str, Any], scope: dict[str, Any]) -> Reply:
-    """What the endpoint would answer: inputs checked, session required, time limit, error shape."""
+async def _answer(
+    app: App, flow: Flow, services: Services, spec: dict[str, Any], scope: dict[str, Any]
+) -> tuple[Reply, FlowError | None]:
+    """What the endpoint would answer (inputs checked, session required, time limit, error shape), and the error."""
     from flowengine.http.app import DEFAULT_TIMEOUT
     from flowengine.http.inputs import Inputs
 
     limits = app.settings.get("limits", {})
-    params = {part: spec.get(part, {}) for part in ("query", "path", "headers")}
+    params = {part: {name: _text(value) for name, value in spec.get(part, {}).items()} for part in ("query", "path")}
+    params["headers"] = {name.lower(): _text(value) for name, value in spec.get("headers", {}).items()}
     params["body"] = spec.get("body")
     scope.update(params=params, session=spec.get("session"), user=spec.get("user"), env=app.settings.get("env", {}))
     timeout = flow.timeout or seconds(limits.get("timeout")) or DEFAULT_TIMEOUT
     try:
         if flow.endpoints and scope["session"] is None and all(e.session == "required" for e in flow.endpoints):
             raise FlowError("missing_session_token", "A session token is required", status=401, origin="session_token_error")
-        Inputs(flow.inputs, app.models).validate(params)
+        Inputs(flow.input_models).validate(params)
         async with asyncio.timeout(timeout):
             result = await run_flow(flow, services, scope, step_limit=limits.get("steps", DEFAULT_STEP_LIMIT),
                                     stubs=_stubs(flow, spec.get("stubs", {})))  # fmt: skip
     except TimeoutError:
-        return Reply(504, FlowError("timeout", f"The endpoint did not answer within {timeout:g}s", status=504).body())
+        late = FlowError("timeout", f"The endpoint did not answer within {timeout:g}s", status=504)
+        return Reply(late.status, late.body()), late
     except FlowError as exc:
-        scope["failure"] = exc
-        return Reply(exc.status, exc.body())
-    return result if isinstance(result, Reply) else Reply(200, result)
+        return Reply(exc.status, exc.body()), exc
+    return (result if isinstance(result, Reply) else Reply(200, result)), None
+
+
+def _text(value: Any) -> Any:
+    """A URL value as a client sends it: text (a list for a repeated key)."""
+    if isinstance(value, list):
+        return [_text(item) for item in value]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
 
 
 def _stubs(flow: Flow, specs: Mapping[str, Mapping[str, Any]]) -> dict[str, Callable[..., Any]] | None:
@@ -481,7 +508,7 @@ async def _compare(outcome: Outcome, services: Services, scope: dict[str, Any]) 
     expect = outcome.case.expect
     failures = []
     if "path" in expect and outcome.path != expect["path"]:
-        failures.append(_divergence(expect["path"], outcome.steps, scope))
+        failures.append(_divergence(expect["path"], outcome, scope))
     if "status" in expect and outcome.status != expect["status"]:
         failures.append(f"status: expected {expect['status']}, got {outcome.status}{_reason(outcome)}")
     if "body" in expect:
@@ -490,7 +517,7 @@ async def _compare(outcome: Outcome, services: Services, scope: dict[str, Any]) 
         failures.extend(_error_code(expect["error"], outcome.body))
     for channel in ("sms", "email"):
         if channel in expect:
-            sent = list(reversed(await services.cache.items(f"outbox:{channel}")))
+            sent = list(reversed(await services.cache.items(outbox_key(channel))))
             failures.extend(_messages(channel, expect[channel], sent))
     for key, value in expect.get("cache", {}).items():
         failures.extend(differences(value, await services.cache.get(key), f"cache[{key!r}]"))
@@ -499,31 +526,33 @@ async def _compare(outcome: Outcome, services: Services, scope: dict[str, Any]) 
     return failures
 
 
-def _divergence(expected: list[str], steps: list[Step], scope: dict[str, Any]) -> str:
+def _divergence(expected: list[str], outcome: Outcome, scope: dict[str, Any]) -> str:
     """Where the run left the expected path, and why, in a builder's words."""
-    taken = [step.node for step in steps]
+    steps, taken = outcome.steps, outcome.path
     i = next((i for i, (a, b) in enumerate(zip(expected, taken)) if a != b), min(len(expected), len(taken)))
     if not taken:
-        failure = scope.get("failure")
+        failure = outcome.error
         why = f" ({failure.code}: {failure.message})" if failure is not None else ""
         where = f"no node ran{why}" + (f", expected '{expected[0]}' first" if expected else "")
     elif i == 0 and expected:
         where = f"the run started at '{taken[0]}', expected '{expected[0]}'"
     elif i < len(taken) and i < len(expected):
-        where = f"diverged at '{taken[i - 1]}': it {_exit(steps[i - 1], scope)} and went to '{taken[i]}', expected '{expected[i]}'"
+        how = _exit(steps[i - 1], outcome, scope)
+        where = f"diverged at '{taken[i - 1]}': it {how} and went to '{taken[i]}', expected '{expected[i]}'"
     elif i < len(expected):
-        where = f"the run stopped at '{taken[-1]}': it {_exit(steps[-1], scope)}, expected it to go on to '{expected[i]}'"
+        how = _exit(steps[-1], outcome, scope)
+        where = f"the run stopped at '{taken[-1]}': it {how}, expected it to go on to '{expected[i]}'"
     else:
         where = f"the run went on after '{expected[-1]}' to '{taken[i]}'" if expected else "expected no node to run"
     return f"path: {where}\n  expected: {_arrows(expected)}\n  taken:    {_arrows(taken)}"
 
 
-def _exit(step: Step, scope: dict[str, Any]) -> str:
+def _exit(step: Step, outcome: Outcome, scope: dict[str, Any]) -> str:
     """How a step left its node: the output it took, or the error it raised."""
     if step.error is None:
         return f"took '{step.output}'" if step.output else "ended the run"
-    error = scope.get("error") or {}
-    failure = scope.get("failure")
+    error = scope.get("error") or {}  # the last error an error edge or on_error received
+    failure = outcome.error
     if error.get("node") == step.node:
         detail = f"{error.get('code')}: {error.get('message')}"
     elif failure is not None and failure.code == step.error:

@@ -35,8 +35,7 @@ from flowengine.store.query import Filter  # importing it lets flows compile `wh
 
 UPDATE_TYPES = ("set", "unset", "increment", "decrement", "push", "pull")
 
-_MODEL = Param.literal({"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_]*$"}, required=True,
-                       description="the model's name")  # fmt: skip
+_MODEL = Param.reference("model", description="the model's name")
 _ID = Param.expression(required=True, description="the object's _id")
 _WHERE = Param.query(description="an Altogic query on the model, like this.email == params.body.email")
 _SORT = Param.literal({"type": "object", "additionalProperties": {"enum": ["asc", "desc"]}},

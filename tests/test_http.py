@@ -197,7 +197,7 @@ def test_scenario(client: TestClient, scenario: Scenario) -> None:
 def test_validation_messages_name_the_field(client: TestClient) -> None:
     items = client.get("/search?page=0").json()["errors"]
     assert sorted(item["message"] for item in items) == [
-        "query parameter 'page': must be at least 1",
+        "query parameter 'page' must be at least 1",
         "query parameter 'q' is required",
     ]
 

@@ -72,8 +72,10 @@ def test_an_operation_carries_inputs_responses_and_security(document: dict[str, 
     assert operation["requestBody"] == {
         "required": True,
         "content": {"application/json": {"schema": {
+            "title": "setPhone.body",
             "type": "object",
             "properties": {"note": {"type": "string"}, "primary": {"type": "boolean"}},
+            "additionalProperties": False,
             "required": ["primary"],
         }}},
     }  # fmt: skip

@@ -50,7 +50,7 @@ def build_app(
     runner = _Runner(app, services, limits)
     routes: list[BaseRoute] = [*(extra_routes or [])]
     for flow in app.flows.values():
-        inputs = Inputs(flow.inputs, app.models)
+        inputs = Inputs(flow.input_models)
         for endpoint in flow.endpoints:
             routes.append(Route(endpoint.path, runner.handler(flow, endpoint, inputs), methods=[endpoint.method]))
     routes.append(Route("/openapi.json", _openapi(app), methods=["GET"]))

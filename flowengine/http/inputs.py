@@ -1,26 +1,27 @@
-"""A flow's declared inputs, compiled into a validator for its requests.
+"""A flow's declared inputs, validated per request with the same models as stored data.
 
-``inputs.query``, ``inputs.path`` and ``inputs.headers`` declare fields (text in the URL,
-converted to the declared type); ``inputs.body`` declares fields or names a model. Every
-bad field yields one error item naming it; the flow never starts on bad input.
+``inputs.query``, ``inputs.path`` and ``inputs.headers`` declare fields, read from the URL
+as text and converted to the declared type first; ``inputs.body`` declares fields or names
+a model. Each part is a transient model compiled when the app loads (``spec/app.py``), so a
+request is checked exactly like an object a flow would store: one error item per bad field,
+and the flow never starts on bad input. Undeclared query parameters and headers pass through
+untouched; a body may hold only its declared fields.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping
-
-import jsonschema
+from typing import Any, Mapping
 
 from flowengine.errors import ValidationFailed
-from flowengine.fields import field_schema
+from flowengine.models import Model
+from flowengine.spec.app import field_name
 
-PARTS = ("path", "query", "headers", "body")
+URL_PARTS = ("path", "query", "headers")
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 
 
 def _convert(kind: str, text: Any) -> Any:
-    """URL text → the declared type; left as text when it does not convert (the schema then says why)."""
+    """URL text → the declared type; left as text when it does not convert (validation says why)."""
     if not isinstance(text, str):
         return text
     try:
@@ -36,124 +37,42 @@ def _convert(kind: str, text: Any) -> Any:
     return text
 
 
-@dataclass
-class Part:
-    name: str
-    schema: dict[str, Any]
-    validator: jsonschema.Draft202012Validator
-    types: dict[str, str]
-    model: Any = None
-
-
 class Inputs:
     """Validates and converts one request's params for one flow."""
 
-    def __init__(self, declared: Mapping[str, Any], models: Mapping[str, Any]) -> None:
-        self.parts: list[Part] = []
-        for name in PARTS:
-            spec = declared.get(name)
-            if spec is None:
-                continue
-            if name == "body" and "model" in spec:
-                model = models[spec["model"]]
-                self.parts.append(Part(name, model.json_schema(), None, {}, model))  # type: ignore[arg-type]
-                continue
-            schema = _object_schema(spec)
-            types = {field: options["type"] for field, options in spec.items()}
-            self.parts.append(Part(name, schema, jsonschema.Draft202012Validator(schema), types))
+    def __init__(self, models: Mapping[str, Model]) -> None:
+        self.models = dict(models)
 
     def validate(self, params: dict[str, Any]) -> None:
         """Convert and check ``params`` in place; raise ``ValidationFailed`` listing each bad field."""
         items: list[dict[str, Any]] = []
-        for part in self.parts:
-            value = params.get(part.name)
-            if part.model is not None:
-                items.extend(_model_items(part, value, params))
-                continue
-            if part.name != "body":
-                value = {k: _convert(part.types[k], v) if k in part.types else v for k, v in (value or {}).items()}
-                params[part.name] = value
-            elif value is None:
-                value = params[part.name] = {}
-            items.extend(_items(part, value))
+        for part, model in self.models.items():
+            try:
+                if part in URL_PARTS:
+                    params[part] = self._url_part(model, params.get(part) or {})
+                else:
+                    body = params.get(part)
+                    params[part] = model.validate_input({} if body is None else body)
+            except ValidationFailed as exc:
+                items.extend(_prefixed(item, part) for item in exc.items)
         if items:
             raise ValidationFailed(items)
 
+    @staticmethod
+    def _url_part(model: Model, given: Mapping[str, Any]) -> dict[str, Any]:
+        # Header fields are declared as x_request_id for X-Request-Id (see spec/app.py).
+        keys = {field_name(key): key for key in given} if model.noun == "header" else {k: k for k in given}
+        declared = {name: _convert(f.type, given[keys[name]]) for name, f in model.fields.items() if name in keys}
+        checked = model.validate_input(declared)
+        return {**given, **{keys[name]: value for name, value in checked.items()}}
+
     def schema_of(self, part: str) -> dict[str, Any] | None:
-        for candidate in self.parts:
-            if candidate.name == part:
-                return candidate.schema
-        return None
-
-
-def _object_schema(spec: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {name: field_schema(options) for name, options in spec.items()},
-        "required": [name for name, options in spec.items() if options.get("required")],
-    }
-
-
-def _model_items(part: Part, value: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
-    try:
-        params["body"] = part.model.validate_input(value if value is not None else {})
-    except ValidationFailed as exc:
-        return [_prefixed(item, "body") for item in exc.items]
-    return []
+        model = self.models.get(part)
+        return model.json_schema() if model is not None else None
 
 
 def _prefixed(item: dict[str, Any], part: str) -> dict[str, Any]:
-    details = dict(item.get("details") or {})
-    if "field" in details:
-        details["field"] = f"{part}.{details['field']}"
+    details = {key: value for key, value in (item.get("details") or {}).items() if key != "model"}
+    field = details.get("field")
+    details["field"] = f"{part}.{field}" if field else part
     return {**item, "details": details}
-
-
-def _items(part: Part, value: Any) -> list[dict[str, Any]]:
-    where = {"body": "body field", "query": "query parameter", "path": "path parameter", "headers": "header"}[part.name]
-    items = []
-    for error in part.validator.iter_errors(value):
-        field = ".".join(str(p) for p in error.absolute_path)
-        if error.validator == "required":
-            # jsonschema reports each missing field as its own error, each carrying the whole
-            # required list: keep one item per field.
-            for missing in [k for k in error.validator_value if k not in error.instance]:
-                name = ".".join(p for p in (field, missing) if p)
-                item = _item(part.name, name, f"{where} '{name}' is required")
-                if item not in items:
-                    items.append(item)
-        elif error.validator == "type" and not field:
-            items.append(_item(part.name, "", f"the {part.name} must be a JSON object"))
-        else:
-            items.append(_item(part.name, field, f"{where} '{field}': {_reason(error)}"))
-    return items
-
-
-def _item(part: str, field: str, message: str) -> dict[str, Any]:
-    return {
-        "origin": "client_error",
-        "code": "validation_error",
-        "message": message,
-        "details": {"field": f"{part}.{field}" if field else part},
-    }
-
-
-def _reason(error: jsonschema.ValidationError) -> str:
-    messages: dict[str, Callable[[Any], str]] = {
-        "type": lambda v: f"must be {_TYPE_WORDS.get(v if isinstance(v, str) else v[0], v)}",
-        "minimum": lambda v: f"must be at least {v}",
-        "maximum": lambda v: f"must be at most {v}",
-        "minLength": lambda v: f"must be at least {v} characters long",
-        "maxLength": lambda v: f"must be at most {v} characters long",
-        "pattern": lambda v: "has the wrong format",
-        "enum": lambda v: "must be one of " + ", ".join(map(str, v)),
-        "format": lambda v: f"must be a valid {v}",
-        "minItems": lambda v: f"must have at least {v} items",
-        "maxItems": lambda v: f"must have at most {v} items",
-    }
-    explain = messages.get(str(error.validator))
-    return explain(error.validator_value) if explain else error.message
-
-
-_TYPE_WORDS = {"string": "text", "integer": "an integer", "number": "a number", "boolean": "true or false",
-               "array": "a list", "object": "an object"}  # fmt: skip

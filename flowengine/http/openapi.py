@@ -68,7 +68,7 @@ def describe(app: App) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     client_keys = bool(app.settings.get("client_keys"))
     for flow in app.flows.values():
-        inputs = Inputs(flow.inputs, app.models)
+        inputs = Inputs(flow.input_models)
         for index, endpoint in enumerate(flow.endpoints):
             path = _CONVERTOR.sub(r"{\1}", endpoint.path)
             operation_id = flow.name if len(flow.endpoints) == 1 else f"{flow.name}{index + 1}"
@@ -120,7 +120,9 @@ def _parameters(endpoint: Endpoint, inputs: Inputs) -> list[dict[str, Any]]:
         names = in_path if part == "path" else list(fields)
         for name in names:
             field = fields.get(name, {"type": "string"})
-            parameter = {"name": name, "in": location, "required": part == "path" or name in schema["required"]}
+            required = part == "path" or name in schema.get("required", ())
+            shown = name.replace("_", "-") if part == "headers" else name  # see spec.app.field_name
+            parameter = {"name": shown, "in": location, "required": required}
             if "description" in field:
                 parameter["description"] = field["description"]
             parameters.append({**parameter, "schema": field})

@@ -199,12 +199,15 @@ def _route_shape(path: str) -> str:
 
 
 def _check_inputs(document: Document, flow: Flow, models: dict[str, Any]) -> list[SpecError]:
+    """Compile the flow's declared inputs into transient models; check path parameters."""
     problems = []
-    body = flow.inputs.get("body")
-    if isinstance(body, dict) and "model" in body and body["model"] not in models:
-        close = difflib.get_close_matches(body["model"], list(models), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else "" if models else " (the app has no models in models/)"
-        problems.append(SpecError(document.value_where("inputs", "body", "model"), f"unknown model '{body['model']}'{hint}"))
+    for part, spec in flow.inputs.items():
+        if part == "body" and "model" in spec:
+            model = _body_model(document, spec, models, problems)
+        else:
+            model = _inline_model(document, flow, part, spec, problems)
+        if model is not None:
+            flow.input_models[part] = model
     for endpoint in flow.endpoints:
         declared = set(flow.inputs.get("path", {}))
         for name in re.findall(r"\{([^}]*)\}", endpoint.path):
@@ -213,3 +216,69 @@ def _check_inputs(document: Document, flow: Flow, models: dict[str, Any]) -> lis
                 message = f"path parameter '{name}' is not declared in inputs.path (it declares: {listed})"
                 problems.append(SpecError(endpoint.where, message))
     return problems
+
+
+def _body_model(document: Document, spec: dict[str, Any], models: dict[str, Any], problems: list[SpecError]) -> Any:
+    name = spec["model"]
+    if name in models:
+        return ListOf(models[name]) if spec.get("list") else models[name]
+    close = difflib.get_close_matches(name, list(models), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else "" if models else " (the app has no models in models/)"
+    problems.append(SpecError(document.value_where("inputs", "body", "model"), f"unknown model '{name}'{hint}"))
+    return None
+
+
+def _inline_model(document: Document, flow: Flow, part: str, fields: dict[str, Any], problems: list[SpecError]) -> Any:
+    from flowengine.models import compile_model
+
+    names = {field_name(name): name for name in fields} if part == "headers" else {}
+
+    def where(*keys: Any) -> Location:  # the model compiler speaks of ("fields", name, ...)
+        return document.where("inputs", part, *(names.get(k, k) for k in keys[1:]))
+
+    declared = {field_name(name): spec for name, spec in fields.items()} if names else fields
+    model, found = compile_model(f"{flow.name}.{part}", {"transient": True, "fields": declared}, where)
+    problems.extend(found)
+    if model is not None:
+        model.noun = NOUNS[part]
+    return model
+
+
+#: How messages name a field of each part of a request.
+NOUNS = {"query": "query parameter", "path": "path parameter", "headers": "header", "body": "body field"}
+
+
+def field_name(header: str) -> str:
+    """``X-Request-Id`` is declared as a field ``x_request_id`` (a header name is no identifier)."""
+    return header.lower().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class ListOf:
+    """A body that is a list of objects of one model."""
+
+    model: Any
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"type": "array", "items": self.model.json_schema()}
+
+    def validate_input(self, values: Any) -> list[Any]:
+        from flowengine.errors import ValidationFailed
+
+        if not isinstance(values, list):
+            raise ValidationFailed([{"origin": "client_error", "code": "validation_error",
+                                     "message": f"the body must be a list of {self.model.name} objects",
+                                     "details": {"field": ""}}])  # fmt: skip
+        items, cleaned = [], []
+        for index, value in enumerate(values):
+            try:
+                cleaned.append(self.model.validate_input(value))
+            except ValidationFailed as exc:
+                items.extend({**i, "details": {**i.get("details", {}), "field": f"{index}.{i['details']['field']}"}} for i in exc.items)
+        if items:
+            raise ValidationFailed(items)
+        return cleaned

@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator, Mapping
 import psycopg
 import sqlalchemy as sa
 from psycopg import errors as pg_errors
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ExecStatus, TransactionStatus
 from sqlalchemy.pool import NullPool
 
 from flowengine.models import Model
@@ -97,7 +97,8 @@ class _Session:
 
 async def _run(connection: psycopg.AsyncConnection, sql: str, params: Mapping[str, Any]) -> list[tuple]:
     cursor = await connection.execute(sql, params)
-    return await cursor.fetchall() if cursor.description is not None else []
+    result = cursor.pgresult  # not cursor.description, which builds a column object per column
+    return await cursor.fetchall() if result is not None and result.status == ExecStatus.TUPLES_OK else []
 
 
 class _Pool:

@@ -34,7 +34,7 @@ from sqlalchemy.dialects import postgresql
 from flowengine.errors import FlowError
 from flowengine.expressions import Expression, ExpressionError, parse
 from flowengine.functions import text_of
-from flowengine.models import NORMALISE, Field, Model
+from flowengine.models import NORMALISE, Field, Model, parse_date, parse_datetime
 from flowengine.store.tables import KINDS, COLUMN_TYPES
 
 SYSTEM = {"_id": Field("_id", "text"), "createdAt": Field("createdAt", "datetime"),
@@ -159,8 +159,7 @@ class _Compiler:
             join = sa.and_ if isinstance(node.op, ast.And) else sa.or_
             return lambda t, d: join(*(part(t, d) for part in parts))
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-            inner = self.condition(node.operand)
-            return lambda t, d: sa.not_(inner(t, d))
+            return _negation(self.condition(node.operand))
         if isinstance(node, ast.Compare):
             return self.compare(node)
         if isinstance(node, ast.Call):
@@ -184,6 +183,8 @@ class _Compiler:
             test = sa.ColumnOperators.is_ if op is operator.eq else sa.ColumnOperators.is_not
             return lambda t, d: test(column.build(t, d), None)
         param = self.param(other, _converter(column.field))
+        if op is operator.ne:  # as in expressions, null differs from every value
+            return lambda t, d: column.build(t, d).is_distinct_from(param(t, d))
         if column is left:
             return lambda t, d: op(column.build(t, d), param(t, d))
         return lambda t, d: op(param(t, d), column.build(t, d))
@@ -195,8 +196,7 @@ class _Compiler:
             join = sa.and_ if name == "AND" else sa.or_
             return lambda t, d: join(*(part(t, d) for part in parts))
         if name == "NOT" and len(args) == 1:
-            inner = self.condition(args[0])
-            return lambda t, d: sa.not_(inner(t, d))
+            return _negation(self.condition(args[0]))
         if name == "EXISTS" and len(args) == 1:
             column = self.column(args[0], name)
             return lambda t, d: column.build(t, d).is_not(None)
@@ -233,7 +233,8 @@ class _Compiler:
 
         def build(t: sa.Table, d: str) -> Any:
             if d == "postgresql":
-                return column.build(t, d).op("@>")(sa.func.jsonb_build_array(sa.cast(value(t, d), item_type)))
+                wanted = sa.func.jsonb_build_array(sa.cast(value(t, d), item_type))
+                return column.build(t, d).op("@>", is_comparison=True)(wanted)
             each = sa.func.json_each(column.build(t, d)).table_valued("value")
             return sa.exists().select_from(each).where(each.c.value == value(t, d))
 
@@ -299,6 +300,11 @@ class _Compiler:
         return lambda t, d: sa.cast(param(t, d), sa.Text)
 
 
+def _negation(inner: Build) -> Build:
+    """``!x``: where SQL would say "unknown" (x reads a null), a query says "not x is true"."""
+    return lambda t, d: sa.not_(sa.func.coalesce(inner(t, d), sa.false()))
+
+
 # --- dialect-specific SQL ---------------------------------------------------------------
 
 
@@ -333,7 +339,7 @@ def _json_items(param: Any, column_type: Any, dialect: str) -> Any:
 def _converter(field: Field) -> Callable[[Any], Any]:
     kind = KINDS[field.type]
     convert = _KIND_CONVERT[kind]
-    normalise = NORMALISE.get(field.type) if kind in ("text", "date", "datetime") else None
+    normalise = NORMALISE.get(field.type) if kind == "text" else None
 
     def apply(value: Any) -> Any:
         if value is None:
@@ -358,11 +364,20 @@ def _to_text(value: Any) -> str:
     return text_of(value)
 
 
-def _to_number(value: Any) -> int | float:
+def _to_number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise TypeError("not a number")
-    number = float(value) if isinstance(value, str) else value
-    return int(number) if isinstance(number, float) and number.is_integer() else number
+    return float(value)
+
+
+def _to_integer(value: Any) -> int:
+    """A whole number (an integer column compared with 17.5 would be rounded by PostgreSQL)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    number = _to_number(value)
+    if not number.is_integer():
+        raise ValueError("not a whole number")
+    return int(number)
 
 
 def _to_boolean(value: Any) -> bool:
@@ -375,15 +390,21 @@ def _to_boolean(value: Any) -> bool:
     raise ValueError("not a boolean")
 
 
-def _to_moment(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError("not a date")
-    return value
+def _moment(parse: Callable[[str], str | None]) -> Callable[[Any], str]:
+    """A date or datetime in its stored form, so text comparison orders it correctly."""
+
+    def convert(value: Any) -> str:
+        stored = parse(value) if isinstance(value, str) else None
+        if stored is None:
+            raise ValueError("not a date")
+        return stored
+
+    return convert
 
 
 _KIND_CONVERT: dict[str, Callable[[Any], Any]] = {
-    "text": _to_text, "integer": _to_number, "decimal": lambda v: float(_to_number(v)), "boolean": _to_boolean,
-    "date": _to_moment, "datetime": _to_moment, "json": lambda v: v,
+    "text": _to_text, "integer": _to_integer, "decimal": _to_number, "boolean": _to_boolean,
+    "date": _moment(parse_date), "datetime": _moment(parse_datetime), "json": lambda v: v,
 }  # fmt: skip
 
 

@@ -123,15 +123,8 @@ class Store:
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
         """Group this run's store calls into one transaction (nested blocks join the outer)."""
-        if self._session() is not None:
+        async with self._writing():
             yield
-            return
-        async with self.backend.write() as session:
-            token = _TRANSACTION.set(session)
-            try:
-                yield
-            finally:
-                _TRANSACTION.reset(token)
 
     # --- reads
 
@@ -217,7 +210,7 @@ class Store:
 
     def _select(self, model: Model, where: Filter | None, sort: Mapping[str, str] | None, many: str,
                 sealed: bool, by_id: bool = False) -> _Statement:  # fmt: skip
-        order = tuple((sort or {}).items())
+        order = tuple(sort.items()) if sort else ()
         key = ("select", model.name, where and where.query, order, many, sealed, by_id)
         statement = self._statements.get(key)
         if statement is None:
@@ -233,7 +226,8 @@ class Store:
             query = query.where(table.c._id == sa.bindparam("k_id"))
         if where is not None:
             query = query.where(where.query.clause(table, self.backend.name))
-        query = query.order_by(*_ordering(model, table, order))
+        if order or many == "many":  # _id last: pages never skip or repeat an object
+            query = query.order_by(*_ordering(model, table, order))
         if many == "many":
             query = query.limit(sa.bindparam("k_limit")).offset(sa.bindparam("k_offset"))
         elif not by_id:
@@ -294,9 +288,9 @@ class Store:
         return session if session is not None and session.backend is self.backend else None
 
     async def _read(self, statement: _Statement, values: Mapping[str, Any]) -> list[tuple]:
-        session = self._session()
+        session = _TRANSACTION.get()
         try:
-            if session is not None:
+            if session is not None and session.backend is self.backend:
                 return await session.execute(statement.sql, statement.bind(values))
             return await self.backend.fetch(statement.sql, statement.bind(values))
         except self.backend.unavailable as exc:
@@ -304,6 +298,7 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def _writing(self) -> AsyncIterator[Any]:
+        """The running task's write session: joined if one is open, else opened for the block."""
         session = self._session()
         if session is not None:
             yield session
