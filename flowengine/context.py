@@ -8,6 +8,7 @@ node never touches a driver and a test can swap any service.
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +35,8 @@ class Services:
     app_dir: Path = Path(".")
     #: Wall-clock seconds; tests inject a frozen clock here.
     clock: Callable[[], float] = time.time
+    #: The app's secret key (``secret:`` in app.yaml): signs one-time codes.
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     #: Set by the app once its flows are compiled, so a node can run another flow.
     flows: Any = None
 

@@ -38,6 +38,10 @@ def open_services(app: App, data_dir: Path | None = None) -> Services:
     settings = app.settings
     cache = open_cache((settings.get("cache") or {}).get("url") or None, app.name)
     services = Services(cache=cache, settings=settings, app_dir=app.dir)
+    if settings.get("secret"):
+        services.secret = settings["secret"].encode()
+    elif (settings.get("cache") or {}).get("url"):
+        log.warning("app.yaml has no secret: each server process signs codes with its own key; set secret: ${APP_SECRET}")
     services.sms = open_sms(settings.get("sms"), cache)
     services.email = open_email(settings.get("email"), cache)
     services.store = _open_store(app, data_dir or app.dir / "data")

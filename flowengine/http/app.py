@@ -25,6 +25,7 @@ from flowengine.errors import FlowError
 from flowengine.graph import Endpoint, Flow, seconds
 from flowengine.http import errors
 from flowengine.http.inputs import Inputs
+from flowengine.http.responses import FlowJSON
 from flowengine.http.requests import DEFAULT_BODY_LIMIT, parse_query, read_json
 from flowengine.interpreter import DEFAULT_STEP_LIMIT, run_flow
 from flowengine.spec.app import App
@@ -126,8 +127,8 @@ class _Runner:
 
 def _respond(result: Any) -> Response:
     if isinstance(result, Reply):
-        return JSONResponse(result.body, status_code=result.status, headers=dict(result.headers) or None)
-    return JSONResponse(result)
+        return FlowJSON(result.body, status_code=result.status, headers=dict(result.headers) or None)
+    return FlowJSON(result)
 
 
 def _middleware(settings: dict[str, Any]) -> list[Middleware]:

@@ -9,8 +9,8 @@ that passes it, and no upload is ever held whole in memory. ``POST .../delete-fi
 ``publicPath`` of the upload's answer) with ETag revalidation and single byte ranges.
 
 Upload and delete need a session; a user deletes only what they uploaded unless the bucket
-says ``delete: any``. A private file is served only to its uploader, and without a session
-the answer is 401 before anything is looked up.
+says ``delete: any``. A private file is served only to its uploader; in a private bucket a
+request without a session gets its 401 before any name is looked up.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def storage_routes(storage: Storage, services: Services) -> list[Route]:
         part = await read_file_part(request)
         record = await storage.put(
             _text(query, "bucket"),
-            query.get("fileName") or part.filename,
+            query.get("fileName") or part.filename or "",
             part.chunks,
             content_type=part.content_type,
             owner=owner,
@@ -213,10 +213,7 @@ async def read_file_part(request: Request, field: str = "file") -> FilePart:
             other += len(data)
             if other > MAX_OTHER_BYTES:
                 raise FlowError("payload_too_large", "Too many bytes outside the 'file' field", status=413)
-    raise ValidationFailed(
-        [{"origin": "client_error", "code": "validation_error", "message": f"The multipart field '{field}' is required",
-          "details": {"field": field}}]
-    )  # fmt: skip
+    raise _missing(field, f"The multipart field '{field}' is required")
 
 
 async def _part_bytes(events: AsyncIterator[tuple[str, bytes]]) -> AsyncIterator[bytes]:
@@ -288,8 +285,10 @@ def _options(raw: Any) -> dict[str, Any]:
 def _text(values: dict[str, Any], field: str) -> str:
     value = values.get(field)
     if not isinstance(value, str) or not value:
-        raise ValidationFailed(
-            [{"origin": "client_error", "code": "validation_error", "message": f"{field} is required",
-              "details": {"field": field}}]
-        )  # fmt: skip
+        raise _missing(field, f"{field} is required")
     return value
+
+
+def _missing(field: str, message: str) -> ValidationFailed:
+    item = {"origin": "client_error", "code": "validation_error", "message": message, "details": {"field": field}}
+    return ValidationFailed([item])
