@@ -54,6 +54,14 @@ class Cache(abc.ABC):
         """Store ``value``; any previous value and expiry are replaced."""
 
     @abc.abstractmethod
+    async def take(self, key: str) -> Any | None:
+        """Get and delete ``key`` in one atomic step; None when missing or expired.
+
+        Of any number of concurrent takers of one key, exactly one gets the value: this is
+        how single-use tokens are redeemed (Redis ``GETDEL``).
+        """
+
+    @abc.abstractmethod
     async def delete(self, *keys: str) -> int:
         """Remove ``keys``; how many existed."""
 
@@ -221,6 +229,15 @@ class MemoryCache(Cache):
 
     async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         self._store(key, encode(key, value), self._deadline(ttl))
+
+    async def take(self, key: str) -> Any | None:
+        entry = self._live(key)
+        if entry is None:
+            return None
+        if isinstance(entry.value, list):
+            raise _wrong_type(key)
+        del self._entries[key]
+        return json.loads(entry.value)
 
     async def delete(self, *keys: str) -> int:
         count = 0
@@ -403,6 +420,11 @@ class RedisCache(Cache):
         text, px = encode(key, value), None if ttl is None else milliseconds(ttl)
         async with self._call(key):
             await self.redis.set(self._prefix + key, text, px=px)
+
+    async def take(self, key: str) -> Any | None:
+        async with self._call(key):
+            text = await self.redis.getdel(self._prefix + key)
+        return None if text is None else json.loads(text)
 
     async def delete(self, *keys: str) -> int:
         if not keys:

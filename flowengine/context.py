@@ -101,19 +101,25 @@ class RunContext:
         none of the caller's node results. An error answer becomes a ``FlowError``.
         """
         from flowengine.errors import FlowError
-        from flowengine.interpreter import run_flow
+        from flowengine.interpreter import DEFAULT_STEP_LIMIT, run_flow
         from flowengine.types import Reply
 
-        limit = (self.settings.get("limits") or {}).get("call_depth", DEFAULT_CALL_DEPTH)
-        if self.depth + 1 > limit:
-            raise FlowError("call_depth_exceeded", f"Sub-flow calls nested deeper than {limit}", status=500)
+        limits = self.settings.get("limits") or {}
+        depth = limits.get("call_depth", DEFAULT_CALL_DEPTH)
+        if self.depth + 1 > depth:
+            raise FlowError("call_depth_exceeded", f"Sub-flow calls nested deeper than {depth}", status=500)
+        flow = self.services.flows[service]
+        declared = flow.input_models.get("body")
+        if declared is not None:
+            inputs = declared.validate_input(inputs)  # the callee's declared inputs hold for calls too
         scope = {
             "params": {"body": inputs, "query": {}, "path": {}, "headers": {}},
             "session": self.scope.get("session"),
             "user": self.scope.get("user"),
             "env": self.scope.get("env"),
         }
-        result = await run_flow(self.services.flows[service], self.services, scope, depth=self.depth + 1)
+        steps = limits.get("steps", DEFAULT_STEP_LIMIT)
+        result = await run_flow(flow, self.services, scope, depth=self.depth + 1, step_limit=steps)
         if not isinstance(result, Reply):
             return result
         if result.status < 400:

@@ -138,6 +138,15 @@ class Field:
         return schema
 
 
+@dataclass(frozen=True)
+class Rule:
+    """``check`` (an expression over ``this``, the whole object) must hold, else ``message``."""
+
+    check: Expression
+    message: str
+    field: str | None = None
+
+
 @dataclass(eq=False)
 class Model:
     """A checked model: its fields, and how to validate objects of it."""
@@ -149,6 +158,8 @@ class Model:
     where: Location | None = None
     #: What one of its fields is called in messages ("query parameter" for a flow's inputs).
     noun: str = "field"
+    #: Conditions every stored object must meet, checked after each create and update.
+    rules: tuple[Rule, ...] = ()
     _validators: dict[bool, jsonschema.Draft202012Validator] = dataclass_field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -198,6 +209,12 @@ class Model:
         if items:
             raise ValidationFailed(items)
         return _normalise_object(self.fields, values)
+
+    def check_rules(self, values: Mapping[str, Any]) -> None:
+        """Raise ``ValidationFailed`` naming each rule the whole object breaks."""
+        broken = [rule for rule in self.rules if not rule.check.evaluate({"this": values})]
+        if broken:
+            raise ValidationFailed([_item(self.name, rule.field or "", rule.message) for rule in broken])
 
     def _problems(self, values: Mapping[str, Any], partial: bool) -> list[dict[str, Any]]:
         nulls = [name for name, value in values.items() if value is None and name in self.fields]
@@ -450,7 +467,27 @@ class _Compiler:
     def model(self, data: dict[str, Any]) -> Model:
         transient = bool(data.get("transient", False))
         fields = self.fields(data["fields"], ("fields",), top=True, transient=transient)
-        return Model(self.name, fields, transient, data.get("description", ""), self.where())
+        rules = tuple(self.rule(index, spec, fields) for index, spec in enumerate(data.get("rules", [])))
+        model = Model(self.name, fields, transient, data.get("description", ""), self.where())
+        model.rules = tuple(rule for rule in rules if rule is not None)
+        return model
+
+    def rule(self, index: int, spec: Mapping[str, Any], fields: Mapping[str, Field]) -> Rule | None:
+        path = ("rules", index)
+        try:
+            check = compile_expression(spec["check"])
+        except ExpressionError as exc:
+            self.problem(f"check: {exc}", *path, "check")
+            return None
+        for unknown in sorted(check.names - {"this"}):
+            self.problem(f"check: unknown name '{unknown}' (a rule reads the object as 'this')", *path, "check")
+        for path_read in check.paths:
+            if path_read[0] == "this" and len(path_read) > 1 and path_read[1] not in fields and path_read[1] not in SYSTEM_FIELDS:
+                self.problem(f"check: '{path_read[1]}' is not a field of {self.name}", *path, "check")
+        field = spec.get("field")
+        if field is not None and field not in fields:
+            self.problem(f"field: '{field}' is not a field of {self.name}", *path, "field")
+        return Rule(check, spec["message"], field)
 
     def fields(self, raw: Mapping[str, Any], path: tuple, top: bool = False, transient: bool = False) -> dict[str, Field]:
         fields = {}

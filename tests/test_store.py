@@ -378,3 +378,52 @@ async def test_plan_lists_refusals_and_making_unique_needs_distinct_values(datab
     assert await planner.plan() == [
         "refused: model 'users': field 'name' cannot become unique: some objects share a value"
     ]
+
+
+# --- model rules: checked on create and after every update, which they roll back ---------
+
+RULED = models_from(accounts="""\
+fields:
+  name: { type: text, required: true }
+  phoneVerified: { type: boolean, default: false }
+  twoFactorAuth: { type: boolean, default: false }
+rules:
+  - check: "!this.twoFactorAuth || this.phoneVerified"
+    message: Verify a phone number before turning on two-factor sign-in
+    field: twoFactorAuth
+""")
+
+
+@pytest.mark.anyio
+async def test_a_rule_refuses_a_create_and_stores_nothing(database):
+    store = await database(RULED)
+    failed = await raises(lambda: store.create("accounts", {"name": "a", "twoFactorAuth": True}), ValidationFailed)
+    assert failed.items[0]["details"]["field"] == "twoFactorAuth"
+    assert "Verify a phone number" in failed.items[0]["message"]
+    assert await store.find_many("accounts") == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("how", ["update", "update_fields"])
+async def test_a_rule_rolls_back_an_update_that_breaks_it(database, how):
+    store = await database(RULED)
+    account = await store.create("accounts", {"name": "a"})
+    if how == "update":
+        change = lambda: store.update("accounts", account["_id"], {"twoFactorAuth": True})  # noqa: E731
+    else:
+        change = lambda: store.update_fields(  # noqa: E731
+            "accounts", account["_id"], [{"field": "twoFactorAuth", "updateType": "set", "value": True}])
+    await raises(change, ValidationFailed)
+    assert (await store.get("accounts", account["_id"]))["twoFactorAuth"] is False
+    await store.update("accounts", account["_id"], {"phoneVerified": True})
+    assert (await store.update("accounts", account["_id"], {"twoFactorAuth": True}))["twoFactorAuth"] is True
+
+
+def test_rules_are_checked_when_the_model_loads():
+    document = loads("fields:\n  a: text\nrules:\n  - check: this.b && other\n    message: m\n    field: c\n", "models/x.yaml")
+    _, problems = compile_models([("x", document.data, document.where)])
+    assert [str(p) for p in problems] == [
+        "models/x.yaml:4:5: check: unknown name 'other' (a rule reads the object as 'this')",
+        "models/x.yaml:4:5: check: 'b' is not a field of x",
+        "models/x.yaml:6:5: field: 'c' is not a field of x",
+    ]

@@ -163,6 +163,7 @@ class Store:
         """Validate and store a new object; a transient model's object is validated only."""
         definition = self._model(model)
         clean = definition.validate(values, scope=scope)
+        definition.check_rules(clean)
         if definition.transient:
             return clean
         now = self._now()
@@ -178,7 +179,11 @@ class Store:
         definition = self._stored(model)
         clean = definition.validate(values, partial=True)
         await self._hash(definition, clean)
-        return await self._update(definition, id, clean, {})
+        async with self._writing() as session:
+            found = await self._update(definition, id, clean, {}, session)
+            if found is not None:
+                definition.check_rules(found)  # raising here rolls the update back
+            return found
 
     async def update_fields(self, model: str, id: Any, updates: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
         """Altogic's field updates: ``[{field, updateType, value}]`` with updateType set, unset,
@@ -196,6 +201,8 @@ class Store:
             found = await self._update(definition, id, sets, steps, session)
             if found is not None and steps:
                 definition.validate({name: found[name] for name in steps}, partial=True)
+            if found is not None:
+                definition.check_rules(found)  # raising here rolls the update back
             return found
 
     async def delete(self, model: str, id: Any) -> bool:
