@@ -187,7 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         body = json.loads(args.body) if args.body else None
     except ValueError as exc:
         raise CommandError(f"--body is not valid JSON: {exc}") from None
-    params = {"query": _pairs(args.query), "path": _pairs(args.path), "headers": {}, "body": body}
+    params = {"query": _pairs(args.query), "path": _pairs(args.path), "headers": {}, "client": {"ip": "127.0.0.1"}, "body": body}
 
     async def go() -> Any:
         services = open_services(app)

@@ -80,13 +80,18 @@ class OneTimeCodes:
         await self.cache.set(_latest_key(purpose, handle), challenge_id, ttl=policy.ttl)
         return {"challengeId": challenge_id, "code": code, "expiresIn": int(policy.ttl), "destination": destination}
 
-    async def check(self, purpose: str, code: Any, policy: Policy, challenge_id: Any = None, handle: Any = None) -> Verdict:
+    async def check(
+        self, purpose: str, code: Any, policy: Policy, challenge_id: Any = None, handle: Any = None, owner: Any = None
+    ) -> Verdict:
         """Check ``code`` against the challenge named by id, else the latest one for ``handle``.
 
         The challenge carries the limits it was issued with; ``policy`` adds the per-user ones.
+        With ``owner``, a challenge of another user is treated as missing.
         """
         record = await self._find(purpose, challenge_id, handle)
         if record is None or record["expires"] <= self.clock():
+            return Verdict("expired")
+        if owner is not None and record["user"] != str(owner):
             return Verdict("expired")
         key = _challenge_key(purpose, record["id"])
         if await self._user_locked(record["user"], policy):

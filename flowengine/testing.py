@@ -455,6 +455,7 @@ async def _answer(
     params = {part: {name: _text(value) for name, value in spec.get(part, {}).items()} for part in ("query", "path")}
     params["headers"] = {name.lower(): _text(value) for name, value in spec.get("headers", {}).items()}
     params["body"] = spec.get("body")
+    params["client"] = {"ip": spec.get("client", {}).get("ip", "127.0.0.1")}
     scope.update(params=params, session=spec.get("session"), user=spec.get("user"), env=app.settings.get("env", {}))
     timeout = flow.timeout or seconds(limits.get("timeout")) or DEFAULT_TIMEOUT
     try:

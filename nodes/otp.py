@@ -50,6 +50,7 @@ async def otp_issue(ctx, params):
         "code": Param.expression(required=True),
         "challenge": Param.expression(description="the challengeId the client got (the strong form)"),
         "handle": Param.expression(description="else: the handle the challenge was issued under"),
+        "user": Param.expression(description="when given, the challenge must belong to this user"),
     },
     description=(
         "Check a one-time code. 'verified' gives {user, destination, challengeId} from the challenge itself; "
@@ -59,7 +60,8 @@ async def otp_issue(ctx, params):
 )
 async def otp_verify(ctx, params):
     verdict = await _codes(ctx).check(
-        params["purpose"], params["code"], _DEFAULTS, params.get("challenge"), params.get("handle")
+        params["purpose"], params["code"], _DEFAULTS, params.get("challenge"), params.get("handle"),
+        owner=params.get("user"),
     )
     if verdict.outcome == "verified":
         record = verdict.challenge or {}

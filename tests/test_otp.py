@@ -166,3 +166,11 @@ async def test_the_cache_never_holds_the_code(codes, cache):
     keys, _ = await cache.keys("*", count=1000)
     stored = json.dumps([await cache.get(key) for key in keys])
     assert challenge["code"] not in stored
+
+
+async def test_a_challenge_of_another_user_is_treated_as_missing(codes):
+    challenge = await issue(codes, purpose="phone-verify", user="alice")
+    by_id = await codes.check("phone-verify", challenge["code"], Policy(), challenge_id=challenge["challengeId"], owner="mallory")
+    assert by_id.outcome == "expired"
+    mine = await codes.check("phone-verify", challenge["code"], Policy(), challenge_id=challenge["challengeId"], owner="alice")
+    assert mine.outcome == "verified"

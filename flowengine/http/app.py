@@ -93,6 +93,7 @@ class _Runner:
                 "query": parse_query(request.scope["query_string"]),
                 "path": dict(request.path_params),
                 "headers": dict(request.headers),
+                "client": {"ip": request.client.host if request.client else None},
                 "body": await read_json(request, self.body_limit) if reads_body else None,
             }
             inputs.validate(params)
