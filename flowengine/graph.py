@@ -27,7 +27,7 @@ from flowengine.spec.yamlfile import Document
 
 #: Names every expression can use; node ids may not take them.
 RUN_NAMES = frozenset({"params", "session", "user", "env", "error"})
-PARAMS_PARTS = frozenset({"query", "body", "path", "headers", "client", "files"})
+PARAMS_PARTS = frozenset({"query", "body", "path", "headers", "client"})
 RESERVED = RUN_NAMES | {"this", "item", "index", "true", "false", "null"}
 
 

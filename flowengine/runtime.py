@@ -47,6 +47,10 @@ def open_services(app: App, data_dir: Path | None = None) -> Services:
     services.store = _open_store(app, data_dir or app.dir / "data")
     services.storage = open_storage(settings.get("storage"), (data_dir or app.dir / "data") / "files")
     services.flows = app.flows
+    if app.auth is not None:
+        from flowengine.auth.service import AuthService
+
+        services.auth = AuthService(app.auth, services, app.name)
     return services
 
 
@@ -55,7 +59,8 @@ def _open_store(app: App, data_dir: Path) -> Any:
         return None
     from flowengine.store import open_store
 
-    return open_store((app.settings.get("database") or {}).get("url") or None, app.models, data_dir)
+    models = {**app.models, **(app.auth.models if app.auth is not None else {})}  # auth's own: _sessions
+    return open_store((app.settings.get("database") or {}).get("url") or None, models, data_dir)
 
 
 def build(app_dir: str | Path, dev: bool = False) -> Starlette:
@@ -79,14 +84,24 @@ async def start_services(services: Services) -> None:
     starter = getattr(services.store, "start", None)
     if starter is not None:
         await starter()
+    if services.auth is not None:
+        await services.auth.start()
 
 
 def _service_routes(app: App, services: Services, dev: bool) -> list:
-    """Routes that belong to services (the Altogic cache and storage APIs, the dev outbox)."""
+    """Routes that belong to services (the Altogic auth, cache and storage APIs, the dev outbox)."""
     from flowengine.http.cache_api import cache_routes
     from flowengine.http.guards import api_guard
 
     routes: list = cache_routes(services.cache, api_guard(app, services))
+    if app.auth is not None and services.auth is not None:
+        from flowengine.http.auth_api import auth_routes
+
+        routes.extend(auth_routes(services.auth, app.settings.get("api_keys") or ()))
+    if services.store is not None:
+        from flowengine.http.data_api import data_routes
+
+        routes.extend(data_routes(app, services))
     if services.storage is not None:
         from flowengine.http.storage_api import storage_routes
 
@@ -105,6 +120,8 @@ def _lifespan(services: Services):
         try:
             yield
         finally:
+            if services.auth is not None:
+                await services.auth.close()  # emails still on their way
             await services.close()
 
     return lifespan

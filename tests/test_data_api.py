@@ -2,8 +2,9 @@
 
 Requests are written as the official client's ``DBObject`` sends them. Each refusal is
 checked for its status, the field it names, and — by reading the table back — that nothing
-was stored. Sessions come from a stand-in for the auth service (``Session`` token → user);
-the end-to-end run with real sign-ins is in ``tests/test_altogic_client.py``.
+was stored. Sessions come from a stand-in for the auth service (``Session`` token → user), and,
+in the last tests, from signing up through the real auth API; the official client's run
+is in ``tests/test_altogic_client.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import test_store
 from flowengine.context import Services
 from flowengine.errors import FlowError, SpecErrors
 from flowengine.http.app import build_app
-from flowengine.http.data_api import IDENTITY_FIELDS, check_data_api, data_routes
+from flowengine.access import IDENTITY_FIELDS, check_data_api
+from flowengine.http.data_api import data_routes
+from flowengine.runtime import assemble, open_services, start_services
 from flowengine.spec.app import App, load_app
 
 pytestmark = pytest.mark.anyio
@@ -409,19 +412,94 @@ data_api:
 
 
 def test_a_wrong_data_api_section_is_reported_with_its_place(tmp_path: Path) -> None:
-    app = load_app(write_app(tmp_path / "app", BROKEN, users=USERS_YAML, notes=NOTES_YAML, posts=POSTS_YAML,
-                             code=CODE_YAML))  # fmt: skip
-    assert [f"{p.where}: {p.message}" for p in check_data_api(app)] == [
+    with pytest.raises(SpecErrors) as caught:  # loading the app reports them all, with their places
+        load_app(write_app(tmp_path / "app", BROKEN, users=USERS_YAML, notes=NOTES_YAML, posts=POSTS_YAML,
+                           code=CODE_YAML))  # fmt: skip
+    assert [str(p) for p in caught.value.errors] == [
         "app.yaml:4:13: unknown model 'ghosts'",
         "app.yaml:5:11: 'code' is transient: there is nothing to update",
         "app.yaml:6:12: owner 'title' must be a field of posts that refers to users (or _id for users itself)",
         "app.yaml:7:12: owner '_id' must be a field of notes that refers to users (or _id for users itself)",
     ]
-    with pytest.raises(SpecErrors):
-        data_routes(app, Services())
 
 
 def test_the_schema_refuses_a_misspelled_section(tmp_path: Path) -> None:
     with pytest.raises(SpecErrors) as caught:
         load_app(write_app(tmp_path / "app", "name: x\ndata_api: { writeable: { notes: owner } }\n"))
     assert "writeable" in str(caught.value)
+
+
+# --- with the real auth service: sessions from signing in --------------------------------------------
+
+AUTH_APP_YAML = """\
+name: data-auth
+auth:
+  confirm_email: false
+  password: { bcrypt_cost: 4 }
+data_api:
+  writable:
+    notes: owner
+"""
+SIGN_UP = "/_api/rest/v1/auth/signup-email"
+
+
+@pytest.fixture
+async def signed(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
+    """The app as the runtime assembles it, with its auth service, on a SQLite file."""
+    app = load_app(write_app(tmp_path / "app", AUTH_APP_YAML, notes=NOTES_YAML))
+    services = open_services(app, data_dir=tmp_path / "data")
+    await start_services(services)
+    asgi = assemble(app, services)
+    if UPDATE not in {getattr(route, "path", None) for route in asgi.routes}:  # until the runtime mounts it
+        asgi.router.routes.extend(data_routes(app, services))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://testserver") as client:
+            yield client, services
+    finally:
+        await services.auth.close()
+        await services.close()
+
+
+async def sign_up(client: httpx.AsyncClient, email: str) -> tuple[str, str]:
+    """(user id, session token) of a new user."""
+    response = await client.post(SIGN_UP, json={"email": email, "password": "correct horse 1", "nameOrUserData": "A"})
+    assert response.status_code == 200, response.text
+    return response.json()["user"]["_id"], response.json()["session"]["token"]
+
+
+async def test_a_signed_in_user_updates_their_own_object(signed: tuple[httpx.AsyncClient, Services]) -> None:
+    client, services = signed
+    ada, ada_token = await sign_up(client, "ada@example.com")
+    bob, _ = await sign_up(client, "bob@example.com")
+    body = {"values": {"name": "Ada L."}, "options": OPTIONS, "id": ada, "model": "users"}
+    response = await client.post(UPDATE, json=body, headers={"Session": ada_token})
+    assert response.status_code == 200 and response.json()["name"] == "Ada L."
+    assert "password" not in response.json()
+    unset = {"updates": [{"field": "name", "updateType": "unset"}], "options": OPTIONS, "id": bob, "model": "users"}
+    assert only_error(await client.post(UPDATE_FIELDS, json=unset, headers={"Session": ada_token}), 403)
+    email = {**body, "values": {"email": "evil@example.com"}}
+    error = only_error(await client.post(UPDATE, json=email, headers={"Session": ada_token}), 400)
+    assert error["details"] == {"field": "email", "model": "users"}
+    assert (await services.store.get("users", ada))["email"] == "ada@example.com"
+    assert (await services.store.get("users", bob))["name"] == "A"
+
+
+async def test_a_signed_in_user_owns_their_notes(signed: tuple[httpx.AsyncClient, Services]) -> None:
+    client, services = signed
+    ada, ada_token = await sign_up(client, "ada@example.com")
+    _, bob_token = await sign_up(client, "bob@example.com")
+    note = await services.store.create("notes", {"title": "Ada's", "owner": ada})
+    body = {"values": {"title": "renamed"}, "options": OPTIONS, "id": note["_id"], "model": "notes"}
+    assert only_error(await client.post(UPDATE, json=body, headers={"Session": bob_token}), 403)["code"] == "not_owner"
+    response = await client.post(UPDATE, json=body, headers={"Session": ada_token})
+    assert response.status_code == 200 and response.json()["title"] == "renamed"
+
+
+async def test_a_signed_out_session_cannot_update(signed: tuple[httpx.AsyncClient, Services]) -> None:
+    client, services = signed
+    ada, token = await sign_up(client, "ada@example.com")
+    assert (await client.post("/_api/rest/v1/auth/signout", json={}, headers={"Session": token})).status_code == 200
+    body = {"values": {"name": "x"}, "options": OPTIONS, "id": ada, "model": "users"}
+    error = only_error(await client.post(UPDATE, json=body, headers={"Session": token}), 401)
+    assert error["code"] == "invalid_session_token"
+    assert (await services.store.get("users", ada))["name"] == "A"

@@ -81,6 +81,7 @@ async def test_a_fixed_function_result_holds_only_in_its_case():
 def test_a_broken_expectation_on_the_reference_app_fails_the_command(tmp_path, capsys):
     app = tmp_path / "reference"
     shutil.copytree(REPO / "flows", app / "flows")
+    shutil.copytree(REPO / "models", app / "models")
     shutil.copy(REPO / "app.yaml", app / "app.yaml")
     add_tests(app, """\
         flow: checkPhone

@@ -262,7 +262,7 @@ def test_a_params_part_that_does_not_exist_is_reported_once() -> None:
     """)
 
     assert problems == [
-        "flows/f.yaml:4:36: node 'a': param 'body': 'params.qery' does not exist; params has body, files, headers, path, query"
+        "flows/f.yaml:4:36: node 'a': param 'body': 'params.qery' does not exist; params has body, client, headers, path, query"
     ]
 
 

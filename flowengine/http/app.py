@@ -19,6 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flowengine.context import Services
 from flowengine.errors import FlowError
@@ -34,6 +35,8 @@ from flowengine.types import Reply
 log = logging.getLogger("flowengine.http")
 
 DEFAULT_TIMEOUT = 30.0
+#: Paths a browser opens by itself (email links, files, dev tools): no client key is asked for.
+KEYLESS_PATHS = ("/_auth/", "/_storage/", "/_dev/", "/openapi.json")
 ALWAYS_ALLOWED_HEADERS = ["Content-Type", "X-Client", "X-Client-Key", "Session", "Authorization"]
 #: The Altogic client sends DELETE bodies (``cache.delete``, ``endpoint.delete``); GET ones are ignored.
 _NO_BODY = {"GET"}
@@ -75,7 +78,6 @@ class _Runner:
     def __init__(self, app: App, services: Services, limits: dict[str, Any]) -> None:
         self.services = services
         self.env = app.settings.get("env", {})
-        self.client_keys = frozenset(app.settings.get("client_keys") or ())
         self.body_limit = limits.get("body_bytes", DEFAULT_BODY_LIMIT)
         self.step_limit = limits.get("steps", DEFAULT_STEP_LIMIT)
         self.timeout = seconds(limits.get("timeout")) or DEFAULT_TIMEOUT
@@ -85,7 +87,6 @@ class _Runner:
         reads_body = endpoint.method not in _NO_BODY
 
         async def handle(request: Request) -> Response:
-            self.check_client_key(request)
             # Who is asking comes before what they sent: an expired session must get the 401
             # that makes the client drop it, even when the input is also wrong.
             session, user = await self.session(request, endpoint.session)
@@ -108,10 +109,6 @@ class _Runner:
         handle.__name__ = flow.name
         return handle
 
-    def check_client_key(self, request: Request) -> None:
-        if self.client_keys and request.headers.get("x-client-key") not in self.client_keys:
-            raise FlowError("invalid_client_key", "Missing or invalid client key (X-Client-Key)", status=401)
-
     async def session(self, request: Request, mode: str) -> tuple[Any, Any]:
         if mode == "none":
             return None, None
@@ -133,9 +130,12 @@ def _respond(result: Any) -> Response:
 
 
 def _middleware(settings: dict[str, Any]) -> list[Middleware]:
+    """CORS outermost (so even a refused client key is readable by the browser), then client keys."""
+    keys = frozenset(settings.get("client_keys") or ())
+    checks = [Middleware(_ClientKeys, keys=keys)] if keys else []  # type: ignore[arg-type]
     cors = settings.get("cors")
     if not cors or not cors.get("origins"):
-        return []
+        return checks
     headers = list(dict.fromkeys([*ALWAYS_ALLOWED_HEADERS, *cors.get("headers", [])]))
     return [
         Middleware(
@@ -145,8 +145,30 @@ def _middleware(settings: dict[str, Any]) -> list[Middleware]:
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=headers,
             max_age=cors.get("max_age", 600),
-        )
+        ),
+        *checks,
     ]
+
+
+class _ClientKeys:
+    """The one place client keys are checked: when the app lists some, every API request
+    (flow endpoints, ``/_api/...``) without one gets 401 ``invalid_client_key``.
+
+    Exempt are the paths a browser opens by itself, which cannot carry the header: the
+    links in auth emails, files in ``<img>`` tags, and the dev tools.
+    """
+
+    def __init__(self, app: ASGIApp, keys: frozenset[str]) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith(KEYLESS_PATHS):
+            if Headers(scope=scope).get("x-client-key") not in self.keys:
+                refused = FlowError("invalid_client_key", "Missing or invalid client key (X-Client-Key)", status=401)
+                await errors.error_response(refused)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _CORS(CORSMiddleware):

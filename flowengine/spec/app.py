@@ -13,9 +13,10 @@ import importlib
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Mapping
 
+from flowengine.access import check_data_api
 from flowengine.errors import Location, SpecError, SpecErrors
 from flowengine.graph import Flow, compile_flow
 from flowengine.registry import Registry, RegistryError
@@ -34,6 +35,8 @@ class App:
     models: dict[str, Any]
     flows: dict[str, Flow]
     documents: dict[str, Document] = field(default_factory=dict)
+    #: Built-in authentication (``flowengine.auth.config.AuthConfig``) when app.yaml has ``auth:``.
+    auth: Any = None
 
     def flow(self, name: str) -> Flow:
         return self.flows[name]
@@ -49,11 +52,15 @@ def load_app(app_dir: str | Path, environ: Mapping[str, str] | None = None) -> A
     settings_doc = _read(root, "app.yaml", problems, documents)
     settings = _settings(settings_doc, environ, problems) if settings_doc else {}
     registry = _registry(root, settings, settings_doc, problems)
-    models = _models(root, problems, documents)
+    auth = _auth(root, settings, settings_doc, problems)
+    models = _models(root, problems, documents, with_users=auth is not None)
     flows = _flows(root, registry, models, problems, documents)
+    app = App(root, settings.get("name", root.name), settings, registry, models, flows, documents, auth)
+    if not problems:
+        problems.extend(check_data_api(app))
     if problems:
         raise SpecErrors(sorted(problems, key=_order))
-    return App(root, settings.get("name", root.name), settings, registry, models, flows, documents)
+    return app
 
 
 def _order(problem: SpecError) -> tuple:
@@ -124,19 +131,56 @@ def _import_local(root: Path, module: str) -> Any:
     return importlib.import_module(module)
 
 
-def _models(root: Path, problems: list[SpecError], documents: dict[str, Document]) -> dict[str, Any]:
+def _auth(root: Path, settings: dict[str, Any], document: Document | None, problems: list[SpecError]) -> Any:
+    """The checked ``auth:`` section, or None when the app has no built-in authentication.
+
+    An app has it when app.yaml has an ``auth:`` section, or when the app extends the
+    built-in users with ``models/users.yaml`` (then with every default).
+    """
+    section = settings.get("auth", {} if _has_users(root) else None)
+    if not isinstance(section, dict) or document is None:
+        return None
+    from flowengine.auth.config import load_config
+
+    try:
+        config, found = load_config(section, document.value_where, root)
+    except (TypeError, ValueError, KeyError):  # a value the schema check has already reported
+        return None
+    problems.extend(found)
+    return config
+
+
+def _has_users(root: Path) -> bool:
+    return any((root / "models" / f"users{suffix}").is_file() for suffix in (".yaml", ".yml"))
+
+
+def _models(root: Path, problems: list[SpecError], documents: dict[str, Document], with_users: bool) -> dict[str, Any]:
     try:
         from flowengine import models as model_compiler
     except ImportError:  # the data layer is optional while an app has no models
         return {}
     loaded = []
     for relative in _files(root, "models"):
+        if PurePath(relative).stem.startswith("_"):
+            problems.append(SpecError(Location(relative), "model names starting with '_' are reserved for flowengine's own models"))
+            continue
         document = _read(root, relative, problems, documents)
         if document is not None:
             loaded.append(document)
+    if with_users:  # the built-in users model, extended by the app's models/users.yaml
+        loaded = _with_built_in_users(loaded, problems)
     models, found = model_compiler.compile_documents(loaded)
     problems.extend(found)
     return models
+
+
+def _with_built_in_users(loaded: list[Document], problems: list[SpecError]) -> list[Document]:
+    from flowengine.auth.users import USERS, users_document
+
+    own = next((d for d in loaded if PurePath(d.file).stem == USERS), None)
+    users, found = users_document(own)
+    problems.extend(found)
+    return [d for d in loaded if d is not own] + [users]
 
 
 def _flows(

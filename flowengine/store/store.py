@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
 import sqlalchemy as sa
 
@@ -99,6 +99,8 @@ class Store:
         self.tables = {table.name: table for table in self.metadata.tables.values()}
         self.clock = clock
         self.bcrypt_rounds = BCRYPT_ROUNDS
+        #: ``async (plain) -> hash`` for encrypted fields; the auth service installs its bcrypt pool here.
+        self.hasher: Callable[[str], Awaitable[str]] | None = None
         self._statements: dict[tuple, _Statement] = {}
         self._constraints = {
             constraint_name(prefix, model.name, name): name
@@ -397,7 +399,8 @@ class Store:
     async def _hash(self, model: Model, values: dict[str, Any]) -> None:
         for name in model.encrypted:
             if values.get(name) is not None:
-                values[name] = await asyncio.to_thread(hash_secret, values[name], self.bcrypt_rounds)
+                plain = values[name]
+                values[name] = await (self.hasher(plain) if self.hasher else asyncio.to_thread(hash_secret, plain, self.bcrypt_rounds))
 
 
 # --- update plans -----------------------------------------------------------------------

@@ -1,0 +1,169 @@
+"""The operations that go through a link in an email: verify, magic link, reset, change email.
+
+Each one has a sending side (an API call that mails a link to ``{base}/_auth/<target>?key=``)
+and a redeeming side (the link target, then maybe ``grant`` or ``reset-pwd``):
+
+- ``verify``: the link confirms the address at once and hands the redirect page a
+  short-lived ``grant`` token, which ``grant`` turns into a session.
+- ``magic``: the link only checks the token and passes it on as the ``access_token``;
+  ``grant`` redeems it. So does ``reset``: the link leads to the app's form, and
+  ``reset-pwd`` redeems the token. A link scanner that opens every link in a mailbox
+  therefore burns neither a magic link nor a reset link.
+- ``change-email``: the link confirms the new address, and the old one is told.
+
+The send calls that take an address answer ``null`` whether or not an account matched (no
+enumeration); the mail goes out in the background. They need ``confirm_email`` on, as in
+Altogic: an address nobody confirmed must not receive sign-in or reset links.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from flowengine.auth.users import USERS, email_taken, public
+from flowengine.errors import FlowError
+
+if TYPE_CHECKING:
+    from flowengine.auth.service import AuthService, Caller
+
+#: The paths the emails link to (served by ``flowengine/http/auth_api.py``).
+TARGETS = {"verify": "verify", "magic": "magic", "reset": "reset", "change-email": "change-email"}
+
+
+class EmailLinks:
+    """The email-link half of an ``AuthService``."""
+
+    def __init__(self, auth: AuthService) -> None:
+        self.auth = auth
+
+    # --- sending
+
+    async def send_verification(self, user: dict[str, Any], base: str) -> None:
+        token = await self.auth.tokens.issue("verify", user["_id"], replace=True, email=user["email"])
+        self._mail("verify-email", user["email"], user, self._link(base, "verify", token), "verify")
+
+    async def resend(self, email: Any, ip: str, base: str) -> None:
+        """Send a new verification link, if the address belongs to an unconfirmed account."""
+        user = await self._asked_for(email, ip)
+        if user is not None and not user.get("emailVerified"):
+            await self.send_verification(user, base)
+
+    async def send_magic(self, email: Any, ip: str, base: str) -> None:
+        user = await self._asked_for(email, ip)
+        if user is not None and user.get("emailVerified"):
+            token = await self.auth.tokens.issue("magic", user["_id"], replace=True)
+            self._mail("magic-link", user["email"], user, self._link(base, "magic", token), "magic")
+
+    async def send_reset(self, email: Any, ip: str, base: str) -> None:
+        user = await self._asked_for(email, ip)
+        if user is not None and user.get("emailVerified"):
+            token = await self.auth.tokens.issue("reset", user["_id"], replace=True)
+            self._mail("reset-password", user["email"], user, self._link(base, "reset", token), "reset")
+
+    async def change_email(self, caller: Caller, password: Any, new_email: Any, base: str) -> dict[str, Any]:
+        """Move the account to ``new_email`` after checking the password.
+
+        With ``confirm_email`` on, a link goes to the new address and the account keeps the
+        old one until it is opened; the answer is the user as it is now.
+        """
+        auth = self.auth
+        password = auth.passwords.check_given(password, "currentPassword")
+        new_email = auth.check_email(new_email, "newEmail")
+        await auth.check_own_password(caller, password)
+        if await auth.find_user(new_email) is not None:
+            raise email_taken()
+        if not auth.config.confirm_email:
+            return await self._move(caller.user_id, new_email)
+        token = await auth.tokens.issue("change-email", caller.user_id, replace=True, email=new_email)
+        self._mail("change-email", new_email, caller.user, self._link(base, "change-email", token), "change-email",
+                   newEmail=new_email)  # fmt: skip
+        return caller.user
+
+    # --- redeeming: the link targets, ``grant`` and ``reset-pwd``
+
+    async def confirm(self, key: Any) -> str | None:
+        """Mark the address confirmed; the ``grant`` token the redirect passes on, or None."""
+        record = await self.auth.tokens.redeem("verify", key)
+        user = await self._user(record)
+        if user is None or user.get("email") != record["email"]:  # the address changed since
+            return None
+        await self.auth.store.update(USERS, user["_id"], {"emailVerified": True})
+        return await self.auth.tokens.issue("grant", user["_id"])
+
+    async def check(self, purpose: str, key: Any) -> str | None:
+        """The key itself if it is a live token of ``purpose`` (magic, reset), left unredeemed."""
+        return key if await self.auth.tokens.peek(purpose, key) is not None else None
+
+    async def confirm_new_email(self, key: Any) -> bool:
+        record = await self.auth.tokens.redeem("change-email", key)
+        user = await self._user(record)
+        if user is None or await self.auth.find_user(record["email"]) is not None:
+            return False
+        await self._move(user["_id"], record["email"])
+        return True
+
+    async def grant(self, key: Any, agent: str | None) -> dict[str, Any]:
+        """``{user, session}`` for the access token of a confirmed address or a magic link."""
+        tokens = self.auth.tokens
+        record = await tokens.redeem("grant", key) or await tokens.redeem("magic", key)
+        user = await self._user(record)
+        if user is None:
+            raise invalid_token()
+        session, user = await self.auth.open_session(user["_id"], agent)
+        return {"user": user, "session": session}
+
+    async def reset_password(self, key: Any, new: Any) -> None:
+        """Set the password a reset link was for; every session of the user ends (no sign-in)."""
+        auth = self.auth
+        new = auth.passwords.check_new(new, "newPassword")  # before redeeming: a typo keeps the link alive
+        user = await self._user(await auth.tokens.redeem("reset", key))
+        if user is None:
+            raise invalid_token()
+        await auth.store.update(USERS, user["_id"], {"password": new})
+        await auth.sessions.end_all(user["_id"])
+
+    # --- helpers
+
+    async def _asked_for(self, email: Any, ip: str) -> dict[str, Any] | None:
+        """The account a send call names, after its checks and limits (None when there is none)."""
+        auth = self.auth
+        if not auth.config.confirm_email:
+            raise FlowError("email_confirmation_disabled",
+                            "Email confirmation is turned off for this app, so no auth emails are sent", status=400)  # fmt: skip
+        email = auth.check_email(email)
+        await auth.limits.hit("email_ip", ip)
+        await auth.limits.hit("email_address", email)
+        return await auth.find_user(email)
+
+    async def _user(self, record: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if record is None else await self.auth.store.get(USERS, record["userId"])
+
+    async def _move(self, user_id: str, new_email: str) -> dict[str, Any]:
+        before = await self.auth.store.get(USERS, user_id)
+        try:
+            user = await self.auth.store.update(USERS, user_id, {"email": new_email, "emailVerified": True})
+        except FlowError as exc:
+            raise email_taken() if exc.code == "unique_violation" else exc from None
+        if before is not None and before.get("email"):
+            self.auth.mailer.send("email-changed", before["email"], user=public(before), newEmail=new_email)
+        return public(user or {})
+
+    def _mail(self, template: str, to: str, user: dict[str, Any], link: str, purpose: str, **names: Any) -> None:
+        self.auth.mailer.send(template, to, user=public(user), link=link, expires=_duration(self.auth.config.token_lifetimes[purpose]), **names)
+
+    @staticmethod
+    def _link(base: str, purpose: str, token: str) -> str:
+        return f"{base}/_auth/{TARGETS[purpose]}?key={token}"
+
+
+def invalid_token() -> FlowError:
+    return FlowError("invalid_access_token", "Invalid or expired access token", status=400)
+
+
+def _duration(seconds: float) -> str:
+    """``900`` → "15 minutes", ``86400`` → "24 hours"."""
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{int(seconds)} seconds"

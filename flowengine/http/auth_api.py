@@ -1,0 +1,188 @@
+"""The built-in auth API, as the official Altogic client's ``AuthManager`` calls it.
+
+Paths, query parameters and bodies follow ``altogic-api.md`` §3 exactly; success bodies are
+bare JSON (``null`` where the client ignores them), errors the usual ``{"errors": [...]}``.
+Query values are read without turning ``+`` into a space: the client sends ``email`` and
+``key`` unencoded.
+
+The emails link to ``/_auth/<target>?key=...``; those routes redirect the browser to the
+app's ``auth.redirect_url`` with ``status`` ("200" or "400"), ``action`` (``email-confirm``,
+``magic-link``, ``reset-pwd``, ``change-email``), ``access_token`` and, on failure,
+``error``. They need no client key: a browser opening a link from an email sends none.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, Awaitable, Callable, Iterable
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from flowengine.auth.service import AuthService
+from flowengine.errors import FlowError
+from flowengine.http.requests import parse_query, read_json
+
+PREFIX = "/_api/rest/v1/auth"
+LINKS = "/_auth"
+#: Auth bodies are a few fields; anything bigger is refused before it is parsed.
+BODY_LIMIT = 16 * 1024
+INVALID_LINK = "Invalid or expired access token"
+
+Handler = Callable[[Request], Awaitable[Any]]
+
+
+def auth_routes(auth: AuthService, api_keys: Iterable[str] = ()) -> list[Route]:
+    """The auth API's routes and the email link targets, with their full paths."""
+    keys = [key.encode() for key in api_keys if key]
+
+    def trusted(request: Request) -> bool:
+        """Whether the caller holds one of the app's API keys (a server, not a browser)."""
+        offered = request.headers.get("authorization") or parse_query(request.scope["query_string"]).get("apikey")
+        return isinstance(offered, str) and any(hmac.compare_digest(offered.encode(), key) for key in keys)
+
+    def base(request: Request) -> str:
+        return auth.config.base_url or str(request.base_url).rstrip("/")
+
+    async def sign_up(request: Request) -> Any:
+        body = await _body(request)
+        return await auth.sign_up(body.get("email"), body.get("password"), body.get("nameOrUserData"),
+                                  trusted=trusted(request), ip=_ip(request), agent=_agent(request), base=base(request))  # fmt: skip
+
+    async def sign_in(request: Request) -> Any:
+        body = await _body(request)
+        return await auth.sign_in(body.get("email"), body.get("password"), ip=_ip(request), agent=_agent(request))
+
+    async def sign_out(request: Request) -> None:
+        caller, body = await auth.caller(request), await _body(request)
+        await auth.sign_out(caller, body.get("token"))
+
+    async def sign_out_all(request: Request) -> None:
+        caller = await auth.caller(request)
+        await auth.sessions.end_all(caller.user_id)
+
+    async def sign_out_others(request: Request) -> None:
+        caller = await auth.caller(request)
+        await auth.sessions.end_all(caller.user_id, keep=caller.row["_id"])
+
+    async def sessions(request: Request) -> Any:
+        return await auth.list_sessions(await auth.caller(request))
+
+    async def user(request: Request) -> Any:
+        return (await auth.caller(request)).user
+
+    async def change_password(request: Request) -> None:
+        caller, body = await auth.caller(request), await _body(request)
+        await auth.change_password(caller, body.get("newPassword"), body.get("oldPassword"))
+
+    async def change_email(request: Request) -> Any:
+        caller, body = await auth.caller(request), await _body(request)
+        return await auth.links.change_email(caller, body.get("currentPassword"), body.get("newEmail"), base(request))
+
+    async def grant(request: Request) -> Any:
+        return await auth.links.grant(_query(request, "key"), _agent(request))
+
+    async def reset_password(request: Request) -> None:
+        body = await _body(request)
+        await auth.links.reset_password(_query(request, "key"), body.get("newPassword"))
+
+    def send(operation: Callable[[Any, str, str], Awaitable[None]]) -> Handler:
+        async def handler(request: Request) -> None:
+            await operation(_query(request, "email"), _ip(request), base(request))
+
+        return handler
+
+    api = [
+        ("POST", "signup-email", sign_up), ("POST", "signin-email", sign_in), ("POST", "signout", sign_out),
+        ("POST", "signout-all", sign_out_all), ("POST", "signout-all-except", sign_out_others),
+        ("GET", "sessions", sessions), ("GET", "user", user), ("POST", "change-pwd", change_password),
+        ("POST", "change-email", change_email), ("GET", "grant", grant), ("POST", "reset-pwd", reset_password),
+        ("POST", "resend", send(auth.links.resend)), ("POST", "send-magic", send(auth.links.send_magic)),
+        ("POST", "send-reset", send(auth.links.send_reset)),
+    ]  # fmt: skip
+    routes = [Route(f"{PREFIX}/{path}", _json(handler), methods=[method]) for method, path, handler in api]
+    return routes + _link_routes(auth)
+
+
+def _link_routes(auth: AuthService) -> list[Route]:
+    """The targets of the links in auth emails: each answers with a redirect."""
+
+    async def verify(key: Any) -> tuple[str | None, str | None]:
+        return await auth.links.confirm(key), None
+
+    async def magic(key: Any) -> tuple[str | None, str | None]:
+        return await auth.links.check("magic", key), None
+
+    async def reset(key: Any) -> tuple[str | None, str | None]:
+        return await auth.links.check("reset", key), None
+
+    async def change_email(key: Any) -> tuple[str | None, str | None]:
+        if await auth.links.confirm_new_email(key):
+            return None, None
+        return None, INVALID_LINK
+
+    def target(action: str, redeem: Callable[[Any], Awaitable[tuple[str | None, str | None]]], token_needed: bool) -> Any:
+        async def endpoint(request: Request) -> Response:
+            try:
+                token, error = await redeem(_query(request, "key"))
+            except FlowError as exc:  # e.g. the cache is down: the browser still lands on the app
+                token, error = None, exc.message
+            if token_needed and token is None and error is None:
+                error = INVALID_LINK
+            return _redirect(auth.config.redirect_url, action, token, error)
+
+        return endpoint
+
+    return [
+        Route(f"{LINKS}/verify", target("email-confirm", verify, True), methods=["GET"]),
+        Route(f"{LINKS}/magic", target("magic-link", magic, True), methods=["GET"]),
+        Route(f"{LINKS}/reset", target("reset-pwd", reset, True), methods=["GET"]),
+        Route(f"{LINKS}/change-email", target("change-email", change_email, False), methods=["GET"]),
+    ]
+
+
+def _redirect(url: str | None, action: str, token: str | None, error: str | None) -> Response:
+    """Off to the app's redirect page with the outcome; as JSON when the app has none."""
+    outcome = {"status": "400" if error else "200", "action": action}
+    if token and not error:
+        outcome["access_token"] = token
+    if error:
+        outcome["error"] = error
+    headers = {"Cache-Control": "no-store"}
+    if not url:
+        return JSONResponse(outcome, status_code=int(outcome["status"]), headers=headers)
+    return RedirectResponse(f"{url}{'&' if '?' in url else '?'}{urlencode(outcome)}", status_code=302, headers=headers)
+
+
+def _json(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return JSONResponse(await handler(request), headers={"Cache-Control": "no-store"})
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    """The JSON object a call sends; ``{}`` for none (the client sends no body on some POSTs)."""
+    body = await read_json(request, BODY_LIMIT)
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise FlowError("invalid_body", "The request body must be a JSON object", status=400)
+    return body
+
+
+def _query(request: Request, name: str) -> Any:
+    return parse_query(request.scope["query_string"]).get(name)
+
+
+def _ip(request: Request) -> str:
+    """The client's address as the server saw it (uvicorn's ``--proxy-headers`` resolves proxies)."""
+    return request.client.host if request.client else "unknown"
+
+
+def _agent(request: Request) -> str | None:
+    return request.headers.get("user-agent")
+

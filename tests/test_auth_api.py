@@ -1,0 +1,551 @@
+"""The auth API end to end over HTTP: every route, every link, every redirect outcome.
+
+Each test serves ``tests/apps/auth_app`` as the runtime does (SQLite store, real SMTP on
+loopback, the cache in-process and in Redis) and drives it as the Altogic client does:
+the same paths, query strings left unencoded, the ``Session`` header. Emails are read from
+the SMTP server and their links followed; the redirect to the app's page is read, not
+followed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from auth_harness import (  # noqa: F401 (fixtures)
+    API_KEY, CHROME, IPHONE, PASSWORD, REDIRECT, AuthApp, auth_apps, cache_url, errors_of, new_email, smtp,
+)  # fmt: skip
+
+pytestmark = pytest.mark.anyio
+
+SESSION_KEYS = {"userId", "token", "creationDtm", "accessGroupKeys", "userAgent"}
+
+
+def headers(session: dict[str, Any], **extra: str) -> dict[str, str]:
+    return {"Session": session["token"], **extra}
+
+
+# --- sign up ---------------------------------------------------------------------------------
+
+
+async def test_sign_up_with_confirmation_mails_a_link_that_confirms_and_grants_a_session(auth_apps) -> None:
+    app: AuthApp = await auth_apps()
+    email = new_email()
+    response = await app.sign_up(email, profile="Ann")
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["session"] is None
+    assert answer["user"]["email"] == email and answer["user"]["name"] == "Ann"
+    assert answer["user"]["emailVerified"] is False and answer["user"]["provider"] == "altogic"
+    assert answer["user"]["providerUserId"] == answer["user"]["_id"]
+    assert "password" not in answer["user"]
+
+    mail = await app.inbox.wait_for(email)
+    assert mail.subject == f"Confirm your email address for {app.services.settings['name']}"
+    assert mail.link.startswith("http://testserver/_auth/verify?key=") and mail.link in mail.html
+    assert "24 hours" in mail.text
+    redirect = await app.follow(mail.link)
+    assert set(redirect) == {"status", "action", "access_token"}
+    assert (redirect["status"], redirect["action"]) == ("200", "email-confirm")
+
+    granted = await app.call("GET", f"grant?key={redirect['access_token']}", headers={"User-Agent": IPHONE})
+    assert granted.status_code == 200
+    user, session = granted.json()["user"], granted.json()["session"]
+    assert user["emailVerified"] is True and user["lastLoginAt"] is not None
+    assert set(session) == SESSION_KEYS and session["userId"] == user["_id"]
+    assert session["userAgent"] == {"family": "Mobile Safari", "major": "16", "minor": "5", "patch": None,
+                                    "device": {"family": "iPhone", "brand": "Apple", "model": "iPhone"},
+                                    "os": {"family": "iOS", "major": "16", "minor": "5", "patch": None}}  # fmt: skip
+    me = await app.call("GET", "user", headers=headers(session))
+    assert me.status_code == 200 and me.json()["_id"] == user["_id"]
+
+    # The link and the grant work once.
+    again = await app.follow(mail.link)
+    assert again == {"status": "400", "action": "email-confirm", "error": "Invalid or expired access token"}
+    regrant = await app.call("GET", f"grant?key={redirect['access_token']}")
+    assert regrant.status_code == 400 and errors_of(regrant) == [("invalid_access_token", "client_error")]
+
+
+async def test_sign_up_without_confirmation_signs_in_at_once(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False)
+    email = new_email()
+    answer = (await app.sign_up(email, headers={"User-Agent": CHROME})).json()
+    assert set(answer["session"]) == SESSION_KEYS and answer["session"]["userAgent"]["family"] == "Chrome"
+    assert answer["user"]["lastLoginAt"] is not None
+    me = await app.call("GET", "user", headers=headers(answer["session"]))
+    assert me.json()["email"] == email
+    assert app.inbox.to(email) == []
+
+
+async def test_name_or_user_data_as_an_object_sets_the_apps_own_fields(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False)
+    answer = (await app.sign_up(new_email(), profile={"name": "Bo", "nickname": "bobo", "twoFactorAuth": False})).json()
+    assert (answer["user"]["name"], answer["user"]["nickname"], answer["user"]["role"]) == ("Bo", "bobo", "member")
+
+
+@pytest.mark.parametrize(
+    ("profile", "fields"),
+    [
+        ({"emailVerified": True}, ["emailVerified"]),
+        ({"password": "x" * 10, "provider": "google"}, ["password", "provider"]),
+        ({"role": "admin", "_id": "me"}, ["_id", "role"]),
+        ({"nickname": "x" * 21}, ["nickname"]),
+        ({"shoeSize": 44}, ["shoeSize"]),
+        (["Ann"], []),
+    ],
+    ids=["verified-without-api-key", "auth-fields", "readonly-and-system", "too-long", "unknown-field", "a-list"],
+)
+async def test_name_or_user_data_cannot_set_what_auth_manages(auth_apps, profile: Any, fields: list[str]) -> None:
+    app = await auth_apps()
+    email = new_email()
+    response = await app.sign_up(email, profile=profile)
+    assert response.status_code == 400
+    found = sorted(item["details"]["field"] for item in response.json()["errors"])
+    assert found == [".".join(["nameOrUserData", *([f] if f else [])]) for f in fields or [""]]
+    assert await app.auth.find_user(email) is None
+
+
+async def test_email_verified_is_taken_from_a_server_with_the_api_key(auth_apps) -> None:
+    app = await auth_apps()
+    email = new_email()
+    response = await app.sign_up(email, profile={"name": "Cy", "emailVerified": True}, headers={"Authorization": API_KEY})
+    answer = response.json()
+    assert answer["user"]["emailVerified"] is True and set(answer["session"]) == SESSION_KEYS
+    assert app.inbox.to(email) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"email": "not-an-email", "password": PASSWORD}, "email", "email must be a valid email address"),
+        ({"password": PASSWORD}, "email", "email is required"),
+        ({"email": "a@example.com", "password": "short"}, "password", "password must be at least 8 characters long"),
+        ({"email": "a@example.com", "password": "€" * 25}, "password", "password must be at most 72 bytes long (UTF-8)"),
+        ({"email": "a@example.com", "password": "x" * 100_00}, "password", "password must be at most 72 bytes long (UTF-8)"),
+        ({"email": "a@example.com"}, "password", "password is required"),
+    ],
+)
+async def test_sign_up_refuses_bad_input_with_a_clear_400(auth_apps, body: dict, field: str, message: str) -> None:
+    app = await auth_apps()
+    response = await app.call("POST", "signup-email", json=body)
+    assert response.status_code == 400
+    (item,) = response.json()["errors"]
+    assert (item["code"], item["details"]["field"], item["message"]) == ("validation_error", field, message)
+
+
+async def test_an_address_signs_up_once(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False)
+    email = new_email()
+    await app.sign_up(email)
+    again = await app.sign_up(email.upper())
+    assert again.status_code == 409 and errors_of(again) == [("email_not_unique", "client_error")]
+
+
+# --- sign in, sessions, sign out ------------------------------------------------------------------
+
+
+async def test_sign_in_answers_user_and_session(auth_apps) -> None:
+    app = await auth_apps()
+    email = new_email()
+    await app.confirmed_user(email)
+    response = await app.sign_in(email.upper(), headers={"User-Agent": CHROME})
+    assert response.status_code == 200
+    user, session = response.json()["user"], response.json()["session"]
+    assert user["email"] == email and "password" not in user
+    assert len(session["token"]) >= 43 and session["userAgent"]["os"]["family"] == "Linux"
+
+
+async def test_an_unconfirmed_address_is_told_only_to_whoever_knows_the_password(auth_apps) -> None:
+    app = await auth_apps()
+    email = new_email()
+    await app.sign_up(email)
+    right = await app.sign_in(email)
+    wrong = await app.sign_in(email, "not the password")
+    assert right.status_code == 403 and errors_of(right) == [("email_not_verified", "client_error")]
+    assert wrong.status_code == 401 and errors_of(wrong) == [("invalid_credentials", "client_error")]
+
+
+@pytest.mark.parametrize("how", ["session-header", "bearer", "cookie"])
+async def test_a_session_token_is_read_from_header_bearer_or_cookie(auth_apps, how: str) -> None:
+    app = await auth_apps(confirm_email=False)
+    token = (await app.sign_up(new_email())).json()["session"]["token"]
+    sent = {"session-header": {"Session": token}, "bearer": {"Authorization": f"Bearer {token}"}, "cookie": {}}[how]
+    if how == "cookie":
+        app.http.cookies.set("session_token", token)
+    assert (await app.call("GET", "user", headers=sent)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("sent", "code"),
+    [({}, "missing_session_token"), ({"Session": "x" * 43}, "invalid_session_token"), ({"Session": "../etc"}, "invalid_session_token")],
+    ids=["missing", "unknown", "malformed"],
+)
+async def test_session_errors_use_the_codes_the_client_watches(auth_apps, sent: dict, code: str) -> None:
+    app = await auth_apps()
+    for path in ("user", "sessions"):
+        response = await app.call("GET", path, headers=sent)
+        assert response.status_code == 401 and errors_of(response) == [(code, "session_token_error")]
+    flow = await app.call("GET", "/me", headers=sent)
+    assert flow.status_code == 401 and errors_of(flow) == [(code, "session_token_error")]
+
+
+async def test_flows_with_a_required_session_see_session_and_user(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False)
+    session = (await app.sign_up(new_email(), headers={"User-Agent": CHROME})).json()["session"]
+    answer = (await app.call("GET", "/me", headers=headers(session))).json()
+    assert answer["session"] == session
+    assert answer["user"]["_id"] == session["userId"] and "password" not in answer["user"]
+
+
+async def test_sessions_lists_every_session_and_signs_out_another_by_its_listed_token(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False)
+    email = new_email()
+    laptop = (await app.sign_up(email, headers={"User-Agent": CHROME})).json()["session"]
+    phone = (await app.sign_in(email, headers={"User-Agent": IPHONE})).json()["session"]
+
+    listed = (await app.call("GET", "sessions", headers=headers(laptop))).json()
+    assert [s["userAgent"]["family"] for s in listed] == ["Chrome", "Mobile Safari"]
+    assert all(set(s) == SESSION_KEYS for s in listed)
+    mine, other = listed
+    assert mine["token"] == laptop["token"]  # the caller's own, which the client compares with its own
+    assert other["token"] != phone["token"]  # never another session's secret...
+    refused = await app.call("GET", "user", headers={"Session": other["token"]})
+    assert refused.status_code == 401  # ...and the handle signs nobody in
+
+    out = await app.call("POST", "signout", json={"token": other["token"]}, headers=headers(laptop))
+    assert out.status_code == 200 and out.json() is None
+    assert (await app.call("GET", "user", headers=headers(phone))).status_code == 401
+    assert (await app.call("GET", "user", headers=headers(laptop))).status_code == 200
+
+
+async def test_sign_out_ends_the_callers_session_or_another_by_its_token(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False)
+    email = new_email()
+    first = (await app.sign_up(email)).json()["session"]
+    second = (await app.sign_in(email)).json()["session"]
+    await app.call("POST", "signout", json={"token": second["token"]}, headers=headers(first))
+    assert (await app.call("GET", "user", headers=headers(second))).status_code == 401
+    own = await app.call("POST", "signout", json={}, headers=headers(first))  # signOut() sends {}
+    assert own.status_code == 200
+    assert errors_of(await app.call("GET", "user", headers=headers(first))) == [("invalid_session_token", "session_token_error")]
+
+
+async def test_a_user_cannot_sign_out_someone_elses_session(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False)
+    ann = (await app.sign_up(new_email("ann"))).json()["session"]
+    bob = (await app.sign_up(new_email("bob"))).json()["session"]
+    bobs_handle = (await app.call("GET", "sessions", headers=headers(bob))).json()[0]["token"]
+    for handle in (bob["token"], bobs_handle):
+        response = await app.call("POST", "signout", json={"token": handle}, headers=headers(ann))
+        assert response.status_code == 200
+    assert (await app.call("GET", "user", headers=headers(bob))).status_code == 200
+
+
+async def test_sign_out_all_and_all_except_the_current_one(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False)
+    email = new_email()
+    sessions = [(await app.sign_up(email)).json()["session"]] + [(await app.sign_in(email)).json()["session"] for _ in range(3)]
+    response = await app.call("POST", "signout-all-except", headers=headers(sessions[1]))  # no body, as the client sends it
+    assert response.status_code == 200
+    alive = [(await app.call("GET", "user", headers=headers(s))).status_code for s in sessions]
+    assert alive == [401, 200, 401, 401]
+    assert (await app.call("POST", "signout-all", headers=headers(sessions[1]))).status_code == 200
+    assert (await app.call("GET", "user", headers=headers(sessions[1]))).status_code == 401
+
+
+async def test_a_session_ends_after_its_lifetime_or_when_left_idle(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False, session={"lifetime": "2d", "idle": "1h"})
+    email = new_email()
+    session = (await app.sign_up(email)).json()["session"]
+    statuses = []
+    for _ in range(58):  # used every 50 minutes, so never idle: 57 x 50 min < 2 days < 58 x 50 min
+        app.clock.advance(50 * 60)
+        statuses.append((await app.call("GET", "user", headers=headers(session))).status_code)
+    assert statuses == [200] * 57 + [401]
+    ended = await app.call("GET", "user", headers=headers(session))
+    assert errors_of(ended) == [("invalid_session_token", "session_token_error")]
+
+    idle = (await app.sign_in(email)).json()["session"]
+    app.clock.advance(3599)
+    assert (await app.call("GET", "user", headers=headers(idle))).status_code == 200
+    app.clock.advance(3601)
+    assert (await app.call("GET", "user", headers=headers(idle))).status_code == 401
+
+
+async def test_last_use_is_written_at_most_once_a_minute(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False)
+    session = (await app.sign_up(new_email())).json()["session"]
+    row = await app.auth.sessions.find(session["token"])
+    for _ in range(5):
+        app.clock.advance(10)
+        await app.call("GET", "user", headers=headers(session))
+    assert (await app.auth.sessions.find(session["token"]))["lastUsedAt"] == row["lastUsedAt"]
+    app.clock.advance(15)
+    await app.call("GET", "user", headers=headers(session))
+    assert (await app.auth.sessions.find(session["token"]))["lastUsedAt"] > row["lastUsedAt"]
+
+
+# --- passwords ------------------------------------------------------------------------------------
+
+
+async def test_change_password_keeps_the_current_session_and_ends_the_others(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False)
+    email = new_email()
+    current = (await app.sign_up(email)).json()["session"]
+    other = (await app.sign_in(email)).json()["session"]
+    body = {"newPassword": "a brand new secret", "oldPassword": PASSWORD}
+    response = await app.call("POST", "change-pwd", json=body, headers=headers(current))
+    assert response.status_code == 200
+    assert (await app.call("GET", "user", headers=headers(current))).status_code == 200
+    assert (await app.call("GET", "user", headers=headers(other))).status_code == 401
+    assert (await app.sign_in(email)).status_code == 401
+    assert (await app.sign_in(email, "a brand new secret")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "field"),
+    [
+        ({"newPassword": "a brand new secret", "oldPassword": "not it at all"}, 400, "invalid_password", None),
+        ({"newPassword": "short", "oldPassword": PASSWORD}, 400, "validation_error", "newPassword"),
+        ({"newPassword": "ü" * 40, "oldPassword": PASSWORD}, 400, "validation_error", "newPassword"),
+        ({"newPassword": "a brand new secret"}, 400, "validation_error", "oldPassword"),
+    ],
+)
+async def test_change_password_refusals(auth_apps, body: dict, status: int, code: str, field: str | None) -> None:
+    app = await auth_apps(confirm_email=False)
+    email = new_email()
+    session = (await app.sign_up(email)).json()["session"]
+    response = await app.call("POST", "change-pwd", json=body, headers=headers(session))
+    assert response.status_code == status
+    (item,) = response.json()["errors"]
+    assert item["code"] == code and (item.get("details") or {}).get("field") == field
+    assert (await app.sign_in(email)).status_code == 200
+
+
+async def test_reset_link_leads_to_the_form_and_reset_pwd_sets_the_password_once(auth_apps) -> None:
+    app = await auth_apps()
+    email = new_email()
+    signed_in = (await app.confirmed_user(email))["session"]
+    assert (await app.call("POST", f"send-reset?email={email}")).json() is None
+    mail = await app.inbox.wait_for(email, 2)
+    assert mail.subject.startswith("Reset your") and mail.link.startswith("http://testserver/_auth/reset?key=")
+    redirect = await app.follow(mail.link)
+    assert (redirect["status"], redirect["action"]) == ("200", "reset-pwd")
+    assert redirect["access_token"] == mail.link.split("key=")[1]
+    assert (await app.follow(mail.link))["status"] == "200"  # opening the link does not use it up
+
+    key = redirect["access_token"]
+    weak = await app.call("POST", f"reset-pwd?key={key}", json={"newPassword": "short"})
+    assert weak.status_code == 400  # and the key still works:
+    done = await app.call("POST", f"reset-pwd?key={key}", json={"newPassword": "a reset password"})
+    assert done.status_code == 200 and done.json() is None
+    assert (await app.call("GET", "user", headers=headers(signed_in))).status_code == 401
+    assert (await app.sign_in(email, "a reset password")).status_code == 200
+
+    reused = await app.call("POST", f"reset-pwd?key={key}", json={"newPassword": "another password"})
+    assert reused.status_code == 400 and errors_of(reused) == [("invalid_access_token", "client_error")]
+    assert await app.follow(mail.link) == {"status": "400", "action": "reset-pwd", "error": "Invalid or expired access token"}
+
+
+async def test_a_newer_reset_link_retires_the_older_one(auth_apps) -> None:
+    app = await auth_apps()
+    email = new_email()
+    await app.confirmed_user(email)
+    await app.call("POST", f"send-reset?email={email}")
+    first = await app.inbox.wait_for(email, 2)
+    await app.call("POST", f"send-reset?email={email}")
+    second = await app.inbox.wait_for(email, 3)
+    assert (await app.follow(first.link))["status"] == "400"
+    assert (await app.follow(second.link))["status"] == "200"
+
+
+# --- magic links ----------------------------------------------------------------------------------
+
+
+async def test_magic_link_signs_in_once_through_grant(auth_apps) -> None:
+    app = await auth_apps()
+    email = new_email("ann+magic")
+    await app.confirmed_user(email, profile={"nickname": "annie"})
+    sent = await app.call("POST", f"send-magic?email={email}")  # '+' unencoded, as the client sends it
+    assert sent.status_code == 200 and sent.json() is None
+    mail = await app.inbox.wait_for(email, 2)
+    assert mail.subject == "Magic door to Test Brand"  # the app's template, its <title> the subject
+    assert mail.text.startswith("Knock knock, annie: http://testserver/_auth/magic?key=") and "15 minutes" in mail.text
+    redirect = await app.follow(mail.link)
+    assert (redirect["status"], redirect["action"]) == ("200", "magic-link")
+    granted = await app.call("GET", f"grant?key={redirect['access_token']}", headers={"User-Agent": CHROME})
+    assert granted.status_code == 200 and granted.json()["user"]["email"] == email
+    assert (await app.call("GET", f"grant?key={redirect['access_token']}")).status_code == 400
+    assert await app.follow(mail.link) == {"status": "400", "action": "magic-link", "error": "Invalid or expired access token"}
+
+
+async def test_magic_links_and_resets_need_a_confirmed_address(auth_apps) -> None:
+    app = await auth_apps()
+    email = new_email()
+    await app.sign_up(email)
+    for path in ("send-magic", "send-reset"):
+        response = await app.call("POST", f"{path}?email={email}")
+        assert response.status_code == 200 and response.json() is None
+    await app.auth.mailer.drain()
+    assert [mail.subject.split()[0] for mail in app.inbox.to(email)] == ["Confirm"]
+
+
+async def test_with_confirmation_off_no_link_emails_are_sent(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False)
+    email = new_email()
+    await app.sign_up(email)
+    for path in ("resend", "send-magic", "send-reset"):
+        response = await app.call("POST", f"{path}?email={email}")
+        assert response.status_code == 400 and errors_of(response) == [("email_confirmation_disabled", "client_error")]
+
+
+# --- resend ---------------------------------------------------------------------------------------
+
+
+async def test_resend_sends_a_new_verification_link_and_retires_the_old_one(auth_apps) -> None:
+    app = await auth_apps()
+    email = new_email()
+    await app.sign_up(email)
+    first = await app.inbox.wait_for(email)
+    assert (await app.call("POST", f"resend?email={email}")).json() is None
+    second = await app.inbox.wait_for(email, 2)
+    assert (await app.follow(first.link))["status"] == "400"
+    assert (await app.follow(second.link))["status"] == "200"
+    await app.call("POST", f"resend?email={email}")  # confirmed now: nothing more is sent
+    await app.auth.mailer.drain()
+    assert len(app.inbox.to(email)) == 2
+
+
+# --- change email ---------------------------------------------------------------------------------
+
+
+async def test_change_email_with_confirmation_moves_the_account_when_the_link_is_opened(auth_apps) -> None:
+    app = await auth_apps()
+    old, new = new_email("old"), new_email("new")
+    session = (await app.confirmed_user(old))["session"]
+    body = {"currentPassword": PASSWORD, "newEmail": new.upper()}
+    response = await app.call("POST", "change-email", json=body, headers=headers(session))
+    assert response.status_code == 200 and response.json()["email"] == old  # pending until confirmed
+    mail = await app.inbox.wait_for(new)
+    assert mail.link.startswith("http://testserver/_auth/change-email?key=") and old in mail.text
+    assert await app.follow(mail.link) == {"status": "200", "action": "change-email"}
+    me = (await app.call("GET", "user", headers=headers(session))).json()
+    assert (me["email"], me["emailVerified"]) == (new, True)
+    notice = await app.inbox.wait_for(old, 2)
+    assert new in notice.text and "no longer signs in" in notice.text
+    assert (await app.sign_in(new)).status_code == 200 and (await app.sign_in(old)).status_code == 401
+    assert await app.follow(mail.link) == {"status": "400", "action": "change-email", "error": "Invalid or expired access token"}
+
+
+async def test_change_email_without_confirmation_moves_the_account_at_once(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False)
+    old, new = new_email("old"), new_email("new")
+    session = (await app.sign_up(old)).json()["session"]
+    response = await app.call("POST", "change-email", json={"currentPassword": PASSWORD, "newEmail": new}, headers=headers(session))
+    assert response.status_code == 200 and response.json()["email"] == new and "password" not in response.json()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"currentPassword": "wrong password", "newEmail": "x@example.com"}, 400, "invalid_password"),
+        ({"currentPassword": PASSWORD, "newEmail": "nope"}, 400, "validation_error"),
+        ({"currentPassword": PASSWORD, "newEmail": "TAKEN"}, 409, "email_not_unique"),
+    ],
+)
+async def test_change_email_refusals(auth_apps, body: dict, status: int, code: str) -> None:
+    app = await auth_apps(confirm_email=False)
+    taken = new_email("taken")
+    await app.sign_up(taken)
+    session = (await app.sign_up(new_email())).json()["session"]
+    if body["newEmail"] == "TAKEN":
+        body = {**body, "newEmail": taken}
+    response = await app.call("POST", "change-email", json=body, headers=headers(session))
+    assert response.status_code == status and response.json()["errors"][0]["code"] == code
+
+
+# --- every redirect outcome -----------------------------------------------------------------------
+
+
+async def _links(app: AuthApp) -> tuple[str, dict[str, str]]:
+    """An account with one live link of each kind: (email, {target: link})."""
+    email, pending = new_email(), new_email("pending")
+    session = (await app.confirmed_user(email))["session"]
+    await app.sign_up(pending)
+    await app.call("POST", f"send-magic?email={email}")
+    await app.call("POST", f"send-reset?email={email}")
+    await app.call("POST", "change-email", json={"currentPassword": PASSWORD, "newEmail": new_email("moved")},
+                   headers=headers(session))  # fmt: skip
+    await app.auth.mailer.drain()
+    links = {mail.link.split("/_auth/")[1].split("?")[0]: mail.link for mail in app.inbox.mails
+             if mail.to in (email, pending) or mail.to.startswith("moved-")}  # fmt: skip
+    return email, {target: link for target, link in links.items()}
+
+
+ACTIONS = {"verify": "email-confirm", "magic": "magic-link", "reset": "reset-pwd", "change-email": "change-email"}
+
+
+async def test_expired_links_redirect_with_status_400(auth_apps) -> None:
+    app = await auth_apps()
+    _, links = await _links(app)
+    app.clock.advance(24 * 3600 + 1)  # past every lifetime, the verification link's included
+    for target, link in links.items():
+        redirect = await app.follow(link)
+        assert redirect == {"status": "400", "action": ACTIONS[target], "error": "Invalid or expired access token"}, target
+
+
+async def test_links_live_until_just_before_their_lifetime(auth_apps) -> None:
+    app = await auth_apps()
+    _, links = await _links(app)
+    app.clock.advance(15 * 60 - 1)  # magic link and reset: 15 minutes
+    for target in ("magic", "reset", "verify", "change-email"):
+        assert (await app.follow(links[target]))["status"] == "200", target
+
+
+async def test_a_token_is_refused_by_every_other_purpose(auth_apps) -> None:
+    app = await auth_apps()
+    _, links = await _links(app)
+    for target, link in links.items():
+        key = link.split("key=")[1]
+        for other in ACTIONS:
+            if other != target:
+                redirect = await app.follow(f"http://testserver/_auth/{other}?key={key}")
+                assert redirect["status"] == "400", (target, other)
+        if target not in ("magic",):
+            assert (await app.call("GET", f"grant?key={key}")).status_code == 400, target
+        if target != "reset":
+            assert (await app.call("POST", f"reset-pwd?key={key}", json={"newPassword": "whatever 123"})).status_code == 400
+    for target, link in links.items():  # and each still works for its own purpose
+        assert (await app.follow(link))["status"] == "200", target
+
+
+@pytest.mark.parametrize("query", ["", "?key=", "?key=nonsense", "?key=" + "A" * 43, "?key=%00%FF"])
+async def test_unknown_or_garbled_keys_redirect_with_status_400(auth_apps, query: str) -> None:
+    app = await auth_apps()
+    for target, action in ACTIONS.items():
+        assert await app.follow(f"/_auth/{target}{query}") == {"status": "400", "action": action,
+                                                                "error": "Invalid or expired access token"}  # fmt: skip
+
+
+async def test_without_a_redirect_url_the_link_targets_answer_json(auth_apps) -> None:
+    app = await auth_apps(redirect_url="")
+    response = await app.call("GET", "/_auth/magic?key=nonsense")
+    assert response.status_code == 400
+    assert response.json() == {"status": "400", "action": "magic-link", "error": "Invalid or expired access token"}
+
+
+# --- client keys ----------------------------------------------------------------------------------
+
+
+async def test_client_keys_guard_the_api_and_flows_but_not_email_links(auth_apps) -> None:
+    app = await auth_apps(settings={"client_keys": ["front-key"]})
+    email = new_email()
+    refused = await app.sign_up(email)
+    assert refused.status_code == 401 and errors_of(refused) == [("invalid_client_key", "client_error")]
+    assert (await app.call("GET", "/ping")).status_code == 401
+    assert (await app.call("GET", "/ping", headers={"X-Client-Key": "wrong"})).status_code == 401
+    assert (await app.call("GET", "/ping", headers={"X-Client-Key": "front-key"})).status_code == 200
+    assert (await app.sign_up(email, headers={"X-Client-Key": "front-key"})).status_code == 200
+    mail = await app.inbox.wait_for(email)
+    assert (await app.follow(mail.link))["status"] == "200"  # a browser opening an email link sends no key

@@ -1,0 +1,80 @@
+"""Sessions as stored, and the nodes that open and end them from a flow."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from auth_harness import CHROME, auth_apps, errors_of, new_email, smtp  # noqa: F401 (fixtures)
+from flowengine.auth.sessions import SESSIONS
+from flowengine.errors import FlowError
+from flowengine.testing import harness_services, run_node
+from flowengine_nodes.auth import create_session, delete_sessions
+
+pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("cache_url", [None])]  # sessions live in the store
+
+
+async def test_the_store_keeps_only_the_digest_of_each_token(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False)
+    email = new_email()
+    tokens = [(await app.sign_up(email)).json()["session"]["token"]]
+    tokens += [(await app.sign_in(email)).json()["session"]["token"] for _ in range(2)]
+    assert len(set(tokens)) == 3  # a new token for every sign-in
+    rows = await app.services.store.find_many(SESSIONS)
+    assert sorted(row["tokenHash"] for row in rows) == sorted(hashlib.sha256(t.encode()).hexdigest() for t in tokens)
+    assert not any(token in str(row) for row in rows for token in tokens)
+
+
+async def test_an_ended_session_is_deleted_when_next_met(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False, session={"lifetime": "1h", "idle": "1h"})
+    token = (await app.sign_up(new_email())).json()["session"]["token"]
+    assert await app.services.store.count(SESSIONS) == 1
+    app.clock.advance(3600)
+    assert (await app.call("GET", "user", headers={"Session": token})).status_code == 401
+    assert await app.services.store.count(SESSIONS) == 0
+
+
+async def test_a_deleted_users_sessions_end(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False)
+    answer = (await app.sign_up(new_email())).json()
+    await app.services.store.delete("users", answer["user"]["_id"])
+    response = await app.call("GET", "user", headers={"Session": answer["session"]["token"]})
+    assert errors_of(response) == [("invalid_session_token", "session_token_error")]
+
+
+async def test_a_flow_signs_a_user_in_with_create_session(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False)
+    email = new_email()
+    user = (await app.sign_up(email)).json()["user"]
+    response = await app.call("POST", "/user/verify-sign-in", json={"email": email, "code": "424242"}, headers={"User-Agent": CHROME})
+    assert response.status_code == 200
+    session, found = response.json()["session"], response.json()["found"]
+    assert found["_id"] == user["_id"] and "password" not in found
+    assert (session["userId"], session["accessGroupKeys"], session["userAgent"]["family"]) == (user["_id"], ["2fa"], "Chrome")
+    me = await app.call("GET", "/me", headers={"Session": session["token"]})
+    assert me.json()["session"]["accessGroupKeys"] == ["2fa"]
+
+
+async def test_a_flow_signs_a_user_out_everywhere_with_delete_sessions(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False)
+    email = new_email()
+    tokens = [(await app.sign_up(email)).json()["session"]["token"], (await app.sign_in(email)).json()["session"]["token"]]
+    other = (await app.sign_up(new_email("other"))).json()["session"]["token"]
+    response = await app.call("POST", "/sign-out-everywhere", headers={"Session": tokens[0]})
+    assert response.json() == {"ended": 2}
+    assert [(await app.call("GET", "user", headers={"Session": t})).status_code for t in tokens + [other]] == [401, 401, 200]
+
+
+async def test_the_session_nodes_need_built_in_auth(cache_url) -> None:
+    for node, params in ((create_session, {"user": "'u1'"}), (delete_sessions, {"user": "'u1'"})):
+        with pytest.raises(FlowError) as caught:
+            await run_node(node, params, services=harness_services())
+        assert caught.value.code == "auth_not_configured"
+
+
+async def test_create_session_refuses_an_unknown_user(auth_apps) -> None:
+    app = await auth_apps()
+    with pytest.raises(FlowError) as caught:
+        await run_node(create_session, {"user": "'no-such-user'"}, services=app.services)
+    assert (caught.value.code, caught.value.status) == ("user_not_found", 404)
