@@ -134,7 +134,7 @@ def write_app(folder: Path, name: str, smtp_port: int, cache: str | None, **auth
 
 
 @pytest.fixture
-def smtp() -> Iterator[tuple[smtp_server.Inbox, int]]:
+def smtp_inbox() -> Iterator[tuple[smtp_server.Inbox, int]]:
     yield from smtp_server.serve()
 
 
@@ -145,8 +145,8 @@ def cache_url(request: pytest.FixtureRequest) -> str | None:
 
 
 @pytest.fixture
-async def auth_apps(tmp_path: Path, smtp: tuple[smtp_server.Inbox, int], cache_url: str | None) -> AsyncIterator[Any]:
-    inbox, port = smtp
+async def auth_apps(tmp_path: Path, smtp_inbox: tuple[smtp_server.Inbox, int], cache_url: str | None) -> AsyncIterator[Any]:
+    inbox, port = smtp_inbox
     opened: list[AuthApp] = []
 
     async def start(client: tuple[str, int] = ("203.0.113.7", 50000), **auth: Any) -> AuthApp:

@@ -376,7 +376,6 @@ def test_sign_up_with_confirmation_waits_for_the_link(open_browser: Browsers, co
 NOT_VERIFIED = "The email address has not been verified yet."
 
 
-@pytest.mark.xfail(strict=True, reason=f"contract discrepancy: sign-in before confirming does not say {NOT_VERIFIED!r}")
 def test_signing_in_before_confirming_says_what_the_apps_look_for(open_browser: Browsers, confirming: Server) -> None:
     laptop = open_browser(confirming)
     email = new_email()

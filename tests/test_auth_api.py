@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from auth_harness import (  # noqa: F401 (fixtures)
-    API_KEY, CHROME, IPHONE, PASSWORD, REDIRECT, AuthApp, auth_apps, cache_url, errors_of, new_email, smtp,
-)  # fmt: skip
+from auth_harness import API_KEY, CHROME, IPHONE, PASSWORD, AuthApp, errors_of, new_email
+from auth_harness import auth_apps, cache_url, smtp_inbox  # noqa: F401 (fixtures: the app on both caches)
 
 pytestmark = pytest.mark.anyio
 
@@ -163,6 +162,7 @@ async def test_an_unconfirmed_address_is_told_only_to_whoever_knows_the_password
     right = await app.sign_in(email)
     wrong = await app.sign_in(email, "not the password")
     assert right.status_code == 403 and errors_of(right) == [("email_not_verified", "client_error")]
+    assert right.json()["errors"][0]["message"] == "The email address has not been verified yet."  # what the apps compare
     assert wrong.status_code == 401 and errors_of(wrong) == [("invalid_credentials", "client_error")]
 
 
@@ -549,3 +549,25 @@ async def test_client_keys_guard_the_api_and_flows_but_not_email_links(auth_apps
     assert (await app.sign_up(email, headers={"X-Client-Key": "front-key"})).status_code == 200
     mail = await app.inbox.wait_for(email)
     assert (await app.follow(mail.link))["status"] == "200"  # a browser opening an email link sends no key
+
+
+async def test_a_new_address_taken_before_the_link_is_opened_is_refused(auth_apps) -> None:
+    app = await auth_apps()
+    old, new = new_email("old"), new_email("new")
+    session = (await app.confirmed_user(old))["session"]
+    await app.call("POST", "change-email", json={"currentPassword": PASSWORD, "newEmail": new}, headers=headers(session))
+    link = (await app.inbox.wait_for(new)).link
+    await app.sign_up(new)  # someone signs up with that address meanwhile
+    redirect = await app.follow(link)
+    assert redirect == {"status": "400", "action": "change-email", "error": "An account with this email address already exists"}
+    assert (await app.call("GET", "user", headers=headers(session))).json()["email"] == old
+
+
+async def test_a_head_request_on_an_email_link_redeems_nothing(auth_apps) -> None:
+    app = await auth_apps()
+    email = new_email()
+    await app.sign_up(email)
+    link = (await app.inbox.wait_for(email)).link
+    head = await app.call("HEAD", link)
+    assert head.status_code == 204
+    assert (await app.follow(link))["status"] == "200"

@@ -76,10 +76,10 @@ def test_a_built_in_fields_type_cannot_change(tmp_path: Path) -> None:
         """,
     })  # fmt: skip
     assert problems(folder) == [
-        "models/users.yaml:2:18: 'email' is a built-in field of users, of type email; "
-        "an app may change its options but not its type (here text)",
-        "models/users.yaml:3:18: 'emailVerified' is a built-in field of users, of type boolean; "
-        "an app may change its options but not its type (here integer)",
+        ("models/users.yaml:2:18: 'email' is a built-in field of users, of type email; "
+         "an app may change its options but not its type (here text)"),
+        ("models/users.yaml:3:18: 'emailVerified' is a built-in field of users, of type boolean; "
+         "an app may change its options but not its type (here integer)"),
     ]
 
 

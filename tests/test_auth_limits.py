@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from auth_harness import cache_url  # noqa: F401 (fixture)
+from auth_harness import cache_url  # noqa: F401 (fixture: both caches)
 from flowengine.auth.config import RateLimit
 from flowengine.auth.limits import RateLimiter
 from flowengine.cache import open_cache

@@ -15,17 +15,14 @@ from typing import Any
 import pytest
 
 import flowengine.auth.passwords as passwords_module
-from auth_harness import (  # noqa: F401 (fixtures)
-    PASSWORD, UNREACHABLE, AuthApp, auth_apps, cache_url, errors_of, new_email, smtp,
-)  # fmt: skip
+from auth_harness import OPEN_LIMITS, PASSWORD, UNREACHABLE, AuthApp, errors_of, new_email
+from auth_harness import auth_apps, cache_url, smtp_inbox  # noqa: F401 (fixtures: the app on both caches)
 
 pytestmark = pytest.mark.anyio
 
 
 def limits(**rules: tuple[int, str]) -> dict[str, Any]:
     """Rate-limit settings: the test's rules, everything else wide open."""
-    from auth_harness import OPEN_LIMITS
-
     return {**OPEN_LIMITS, **{name: {"limit": limit, "window": window} for name, (limit, window) in rules.items()}}
 
 
@@ -241,3 +238,16 @@ async def test_with_the_cache_down_auth_fails_closed(auth_apps) -> None:
         assert errors_of(response) == [("cache_unavailable", "server_error")]
     redirect = await app.follow("/_auth/magic?key=" + "A" * 43)
     assert redirect == {"status": "400", "action": "magic-link", "error": "The cache service is unavailable"}
+
+
+async def test_a_password_reset_lets_a_locked_out_owner_back_in(auth_apps) -> None:
+    app = await auth_apps(rate_limits=limits(signin_account=(2, "15m")))
+    email = new_email()
+    await app.confirmed_user(email)
+    for _ in range(3):
+        await app.sign_in(email, "an attacker's guess")
+    assert (await app.sign_in(email)).status_code == 429
+    await app.call("POST", f"send-reset?email={email}")
+    key = (await app.inbox.wait_for(email, 2)).link.split("key=")[1]
+    assert (await app.call("POST", f"reset-pwd?key={key}", json={"newPassword": "my new password"})).status_code == 200
+    assert (await app.sign_in(email, "my new password")).status_code == 200

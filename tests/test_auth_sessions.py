@@ -1,13 +1,18 @@
-"""Sessions as stored, and the nodes that open and end them from a flow."""
+"""Sessions as stored (on SQLite and PostgreSQL), and the nodes that open and end them from a flow."""
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 
+import psycopg
 import pytest
 
-from auth_harness import CHROME, auth_apps, errors_of, new_email, smtp  # noqa: F401 (fixtures)
-from flowengine.auth.sessions import SESSIONS
+from auth_harness import CHROME, Clock, errors_of, new_email, write_app
+from auth_harness import auth_apps, smtp_inbox  # noqa: F401 (fixtures)
+from flowengine.auth.sessions import SESSIONS, Sessions
+from flowengine.spec.app import load_app
+from flowengine.store import open_store
 from flowengine.errors import FlowError
 from flowengine.testing import harness_services, run_node
 from flowengine_nodes.auth import create_session, delete_sessions
@@ -78,3 +83,50 @@ async def test_create_session_refuses_an_unknown_user(auth_apps) -> None:
     with pytest.raises(FlowError) as caught:
         await run_node(create_session, {"user": "'no-such-user'"}, services=app.services)
     assert (caught.value.code, caught.value.status) == ("user_not_found", 404)
+
+
+# --- the sessions table on both databases -----------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def sessions_store(request, tmp_path, cache_url):
+    """A started store with the users and ``_sessions`` tables, on SQLite or in a fresh PostgreSQL schema."""
+    url, schema = None, None
+    if request.param == "postgresql":
+        url, schema = request.getfixturevalue("postgres_url"), f"fe_auth_{secrets.token_hex(6)}"
+    app = load_app(write_app(tmp_path / "app", "sessions-db", smtp_port=25, cache=None))
+    store = open_store(url, {**app.models, **app.auth.models}, tmp_path / "data", schema=schema)
+    store.bcrypt_rounds = 4
+    await store.start()
+    yield store
+    await store.close()
+    if schema:
+        with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def test_sessions_open_list_expire_and_end_on_either_database(sessions_store) -> None:
+    clock = Clock()
+    sessions = Sessions(sessions_store, clock, lifetime=3600, idle=600)
+    ann = await sessions_store.create("users", {"email": "ann@example.com", "password": "secret password"})
+    bob = await sessions_store.create("users", {"email": "bob@example.com", "password": "secret password"})
+    first = await sessions.open(ann["_id"], CHROME, ["a"])
+    second = await sessions.open(ann["_id"], None)
+    theirs = await sessions.open(bob["_id"], None)
+    assert first["userAgent"]["family"] == "Chrome" and first["accessGroupKeys"] == ["a"]
+    assert (await sessions.find(first["token"]))["userId"] == ann["_id"]
+    assert [row["tokenHash"] for row in await sessions.of_user(ann["_id"])] == [
+        hashlib.sha256(t.encode()).hexdigest() for t in (first["token"], second["token"])
+    ]
+    assert not await sessions.end(ann["_id"], theirs["token"])  # not hers to end
+    row = await sessions.find(second["token"])
+    assert await sessions.end(ann["_id"], row["_id"]) and await sessions.find(second["token"]) is None
+
+    clock.advance(599)
+    assert await sessions.find(first["token"]) is not None  # used: idle restarts (written at most once a minute)
+    clock.advance(599)
+    assert await sessions.find(first["token"]) is not None
+    clock.advance(601)
+    assert await sessions.find(first["token"]) is None  # idle too long
+    assert await sessions.end_all(bob["_id"]) == 1
+    assert await sessions_store.count(SESSIONS) == 0  # the idle one was deleted when met

@@ -9,7 +9,8 @@ from typing import AsyncIterator
 
 import pytest
 
-from auth_harness import Clock, cache_url  # noqa: F401 (fixture)
+from auth_harness import Clock
+from auth_harness import cache_url  # noqa: F401 (fixture: both caches)
 from flowengine.auth.tokens import LinkTokens
 from flowengine.cache import Cache, open_cache
 

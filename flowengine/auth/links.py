@@ -74,6 +74,7 @@ class EmailLinks:
             raise email_taken()
         if not auth.config.confirm_email:
             return await self._move(caller.user_id, new_email)
+        await auth.limits.hit("email_address", new_email)  # an account must not mail someone over and over
         token = await auth.tokens.issue("change-email", caller.user_id, replace=True, email=new_email)
         self._mail("change-email", new_email, caller.user, self._link(base, "change-email", token), "change-email",
                    newEmail=new_email)  # fmt: skip
@@ -85,7 +86,7 @@ class EmailLinks:
         """Mark the address confirmed; the ``grant`` token the redirect passes on, or None."""
         record = await self.auth.tokens.redeem("verify", key)
         user = await self._user(record)
-        if user is None or user.get("email") != record["email"]:  # the address changed since
+        if record is None or user is None or user.get("email") != record["email"]:  # the address changed since
             return None
         await self.auth.store.update(USERS, user["_id"], {"emailVerified": True})
         return await self.auth.tokens.issue("grant", user["_id"])
@@ -95,11 +96,12 @@ class EmailLinks:
         return key if await self.auth.tokens.peek(purpose, key) is not None else None
 
     async def confirm_new_email(self, key: Any) -> bool:
+        """Move the account to the address the link was sent to; False for a dead link."""
         record = await self.auth.tokens.redeem("change-email", key)
         user = await self._user(record)
-        if user is None or await self.auth.find_user(record["email"]) is not None:
+        if record is None or user is None:
             return False
-        await self._move(user["_id"], record["email"])
+        await self._move(user["_id"], record["email"])  # 409 if the address was taken meanwhile
         return True
 
     async def grant(self, key: Any, agent: str | None) -> dict[str, Any]:
@@ -121,6 +123,7 @@ class EmailLinks:
             raise invalid_token()
         await auth.store.update(USERS, user["_id"], {"password": new})
         await auth.sessions.end_all(user["_id"])
+        await auth.limits.clear("signin_account", user.get("email") or user["_id"])  # a locked-out owner is back
 
     # --- helpers
 
@@ -140,6 +143,8 @@ class EmailLinks:
 
     async def _move(self, user_id: str, new_email: str) -> dict[str, Any]:
         before = await self.auth.store.get(USERS, user_id)
+        if await self.auth.find_user(new_email) is not None:
+            raise email_taken()
         try:
             user = await self.auth.store.update(USERS, user_id, {"email": new_email, "emailVerified": True})
         except FlowError as exc:

@@ -81,17 +81,18 @@ class AuthService:
 
         The token comes from the ``Session`` header (the Altogic client), ``Authorization:
         Bearer``, or the ``session_token`` cookie. Missing: 401 ``missing_session_token``;
-        unknown, ended or revoked: 401 ``invalid_session_token``.
+        unknown, ended or revoked: 401 ``invalid_session_token``, required or not.
         """
-        caller = await self.caller(request, required)
-        return None if caller is None else (client_shape(caller.row, caller.token), caller.user)
+        if not required and session_token(request) is None:
+            return None
+        caller = await self.caller(request)
+        return client_shape(caller.row, caller.token), caller.user
 
-    async def caller(self, request: Any, required: bool = True) -> Caller | None:
+    async def caller(self, request: Any) -> Caller:
+        """The request's live session and its user, else the 401 the client acts on."""
         token = session_token(request)
         if token is None:
-            if required:
-                raise _session_error("missing_session_token", "A session token is required")
-            return None
+            raise _session_error("missing_session_token", "A session token is required")
         row = await self.sessions.find(token)
         user = await self.store.get(USERS, row["userId"]) if row is not None else None
         if row is None or user is None:
@@ -126,8 +127,9 @@ class AuthService:
         if user is None:
             raise FlowError("invalid_credentials", "Invalid email or password", status=401)
         if self.config.confirm_email and not user.get("emailVerified"):
-            # Said only to whoever knows the password: it reveals nothing to a guesser.
-            raise FlowError("email_not_verified", "Confirm your email address before signing in", status=403)
+            # Said only to whoever knows the password, so it tells a guesser nothing; the Altogic
+            # example apps compare this exact message to offer "resend the verification mail".
+            raise FlowError("email_not_verified", "The email address has not been verified yet.", status=403)
         session, user = await self.open_session(user["_id"], agent)
         return {"user": user, "session": session}
 

@@ -125,6 +125,8 @@ def _link_routes(auth: AuthService) -> list[Route]:
 
     def target(action: str, redeem: Callable[[Any], Awaitable[tuple[str | None, str | None]]], token_needed: bool) -> Any:
         async def endpoint(request: Request) -> Response:
+            if request.method == "HEAD":  # link checkers and mail scanners: nothing is redeemed
+                return Response(status_code=204, headers={"Cache-Control": "no-store"})
             try:
                 token, error = await redeem(_query(request, "key"))
             except FlowError as exc:  # e.g. the cache is down: the browser still lands on the app
