@@ -155,11 +155,13 @@ def _serve_reloading(args: argparse.Namespace) -> int:
     import uvicorn
 
     from flowengine.reload import Reloader
+    from flowengine.runtime import configure_logging
 
     if not Path(args.app_dir).is_dir():
         raise CommandError(f"{args.app_dir} is not a folder")
     if args.workers != 1:
         raise CommandError("--reload serves from one process; drop --workers")
+    configure_logging()
     uvicorn.run(Reloader(args.app_dir, dev=True), host=args.host, port=args.port)
     return 0
 

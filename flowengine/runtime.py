@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -129,4 +130,27 @@ def _lifespan(services: Services):
 
 def create_app() -> Starlette:
     """Uvicorn factory (``--workers``/``--reload``): the app named by the environment."""
+    configure_logging()
     return build(os.environ.get(APP_DIR_VARIABLE, "."), dev=os.environ.get(DEV_VARIABLE) == "1")
+
+
+class _RedactTokens(logging.Filter):
+    """Email links carry one-time tokens in ``?key=``: keep them out of the access log."""
+
+    _KEY = re.compile(r"([?&](?:key|apikey)=)[^&\s\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._KEY.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def configure_logging() -> None:
+    """Engine messages (the outbox, crashes with their error ids) on stderr, tokens redacted."""
+    engine = logging.getLogger("flowengine")
+    if not engine.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        engine.addHandler(handler)
+        engine.setLevel(logging.INFO)
+    logging.getLogger("uvicorn.access").addFilter(_RedactTokens())

@@ -28,8 +28,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 import httpx
 import pytest
 import yaml
-
 from fake_twilio import FakeTwilio, serve_fake_twilio
+
+from flowengine.errors import FlowError
 from flowengine.runtime import build
 
 REFERENCE_APP = Path(__file__).parent.parent
@@ -199,7 +200,7 @@ class TwoFactorApp:
             for key in keys:
                 try:
                     entries.append((key, await cache.get(key)))
-                except Exception:  # a list (the outboxes): read its items instead
+                except FlowError:  # cache_wrong_type: a list (the outboxes), read its items instead
                     entries.append((key, await cache.items(key)))
             if cursor is None:
                 return entries
