@@ -39,6 +39,8 @@ PHONE_MAX_LENGTH = 32
 def set_phone(services: Services) -> Callable[[Request], Awaitable[Response]]:
     """``POST /users/set-phone?phoneNumber=...``: text a code to the signed-in user's new number."""
     codes = OneTimeCodes(services.cache, services.secret, services.clock)
+    # As otp-issue does for an SMS code: a number the app may not text is refused before anything is stored.
+    refuse = getattr(services.sms, "check", None)
 
     async def handle(request: Request) -> Response:
         try:
@@ -47,6 +49,8 @@ def set_phone(services: Services) -> Callable[[Request], Awaitable[Response]]:
             if not ismobilephone(phone):
                 message = f"Not a mobile number in international form (like +14155552671): {phone}"
                 raise FlowError("invalid_phone_number", message, status=400)
+            if refuse is not None:
+                refuse(phone)
             issued = await codes.issue("phone-verify", str(user["_id"]), phone, str(user["_id"]), POLICY)
             body = f"Your verification code is {issued['code']}. It expires in 5 minutes."
             await services.sms.send(issued["destination"], body)

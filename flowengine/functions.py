@@ -14,6 +14,7 @@ Docstrings say what each function returns, in the builder's words: the docs rend
 from __future__ import annotations
 
 import calendar
+import functools
 import json
 import math
 import re
@@ -328,27 +329,34 @@ _MAX_COST = 16  #: a check at cost 16 already takes seconds; higher costs only s
 def ecompare(plain: Any, encrypted: Any) -> bool:
     """True when the plain text matches the encrypted (bcrypt-hashed) value, like a password.
 
-    Never fails and never shows the hash: a missing or malformed hash (or one with a cost
-    above 16, which would tie up the server), or a value that is not text, gives false.
-    Passwords longer than 72 bytes (UTF-8) give false too: bcrypt reads only 72 bytes and
-    bcrypt 5 refuses longer ones. This is a plain bcrypt check, so password hashing must
-    refuse such passwords at sign-up rather than pre-hash them; if it ever pre-hashes, this
-    check must apply the same pre-hash.
+    Never fails and never shows the hash. A missing or malformed hash, a value that is not
+    text, or a password over 72 bytes (UTF-8; bcrypt reads only 72 and the sign-up refuses
+    longer ones) gives false, but only after a bcrypt check of the same cost as a real one:
+    a sign-in for an unknown email then takes as long as a wrong password, so the time of an
+    answer does not tell which emails have accounts. A hash with a cost above 16, which would
+    tie up the server, is refused outright.
     """
     from flowengine.models import Encrypted  # a sealed field read by a data node
 
     if isinstance(encrypted, Encrypted):
         return encrypted.matches(plain)
-    if not isinstance(plain, str) or not isinstance(encrypted, str):
+    shape = _BCRYPT_HASH.fullmatch(encrypted) if isinstance(encrypted, str) else None
+    if shape is not None and int(shape[1]) > _MAX_COST:
         return False
-    shape = _BCRYPT_HASH.fullmatch(encrypted)
-    if shape is None or int(shape[1]) > _MAX_COST:
+    secret = plain.encode("utf-8", "replace") if isinstance(plain, str) else b""
+    if shape is None or not secret or len(secret) > 72:
+        bcrypt.checkpw(b"decoy", _decoy_hash())
         return False
-    try:  # ValueError: bcrypt's own refusals, and text that is not valid Unicode
-        secret = plain.encode()
-        return len(secret) <= 72 and bcrypt.checkpw(secret, encrypted.encode())
+    try:  # ValueError: bcrypt's own refusals
+        return bcrypt.checkpw(secret, encrypted.encode())
     except ValueError:
         return False
+
+
+@functools.cache
+def _decoy_hash() -> bytes:
+    """A hash at the usual cost (12), made once, to spend a real check on when there is no hash."""
+    return bcrypt.hashpw(b"decoy", bcrypt.gensalt(12))
 
 
 # --- Text -----------------------------------------------------------------------------------

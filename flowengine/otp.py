@@ -7,7 +7,7 @@ the shared cache so that every server process sees it. The design fixes what a n
 
 - codes are 6+ digits from ``secrets`` (leading zeros allowed) and expire (default 300 s);
 - only an HMAC of the code is stored, and it is compared in constant time on bytes;
-- each challenge allows 5 guesses, counted atomically before the comparison, then burns;
+- each challenge allows 5 guesses, counted atomically before the comparison, then is locked;
 - a per-user failure counter is not reset by asking for a new code;
 - success is claimed atomically, so of many concurrent right answers exactly one wins;
 - the user and the destination come from the challenge, never from the request;
@@ -98,14 +98,10 @@ class OneTimeCodes:
             return Verdict("locked", record)
         tries = await self.cache.increment(f"otp-tries:{record['id']}", ttl=record["ttl"])
         if tries > record["attempts"]:
-            await self.cache.delete(key)
-            return Verdict("locked", record)
+            return Verdict("locked", record)  # kept until it expires, so it keeps saying so
         if not self._matches(record, code):
             await self.cache.increment(f"otp-failures:{record['user']}", ttl=policy.failure_window)
-            left = record["attempts"] - tries
-            if left == 0:
-                await self.cache.delete(key)
-            return Verdict("invalid", record, left)
+            return Verdict("invalid", record, record["attempts"] - tries)
         if await self.cache.increment(f"otp-claimed:{record['id']}", ttl=record["ttl"]) != 1:
             return Verdict("expired")  # a concurrent request used this code first
         await self.cache.delete(key, f"otp-failures:{record['user']}")

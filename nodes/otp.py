@@ -29,6 +29,8 @@ def _codes(ctx) -> OneTimeCodes:
         "ttl": Param.literal({"type": "integer", "minimum": 60, "maximum": 600}, default=int(_DEFAULTS.ttl),
                              description="seconds the code is valid"),  # fmt: skip
         "attempts": Param.literal({"type": "integer", "minimum": 1, "maximum": 10}, default=_DEFAULTS.attempts),
+        "channel": Param.literal({"enum": ["sms", "email"]}, default="sms",
+                                 description="how the code will go out; an SMS number the app may not text is refused first"),  # fmt: skip
     },
     description=(
         "Issue a one-time code challenge; the result has challengeId, code (send it, e.g. with send-sms), "
@@ -38,6 +40,9 @@ def _codes(ctx) -> OneTimeCodes:
 async def otp_issue(ctx, params):
     policy = Policy(digits=params["digits"], ttl=params["ttl"], attempts=params["attempts"])
     to = params["to"]
+    refuse = getattr(ctx.sms, "check", None) if params["channel"] == "sms" else None
+    if refuse is not None:
+        refuse(str(to))  # e.g. a country the app does not text: nothing is stored or counted
     handle = params.get("handle") or to
     return "next", await _codes(ctx).issue(params["purpose"], str(params["user"]), str(to), str(handle), policy)
 

@@ -52,11 +52,15 @@ class CountryFilter:
         self.provider = provider
         self.countries = countries
 
-    async def send(self, to: str, body: str) -> dict[str, Any]:
+    def check(self, to: str) -> None:
+        """Refuse a number outside the allowed countries (before anything is prepared for it)."""
         country = country_of(to)
         if country not in self.countries:
             raise FlowError("sms_country_not_allowed", "SMS to this country is not allowed",
                             status=400, details={"country": country})
+
+    async def send(self, to: str, body: str) -> dict[str, Any]:
+        self.check(to)
         return await self.provider.send(to, body)
 
     async def close(self) -> None:

@@ -123,11 +123,22 @@ def _module_problem(module: str, exc: Exception) -> str:
 
 
 def _import_local(root: Path, module: str) -> Any:
-    """Import an app's own node module, looked up in the app folder first."""
+    """Import an app's own node module, looked up in the app folder first.
+
+    A module of that name imported earlier from elsewhere (another app's ``nodes.py``, say)
+    is dropped first, so each app gets its own file.
+    """
     import sys
 
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
+    if str(root) in sys.path:
+        sys.path.remove(str(root))
+    sys.path.insert(0, str(root))
+    top = module.split(".")[0]
+    loaded = sys.modules.get(top)
+    ours = (root / f"{top}.py").is_file() or (root / top / "__init__.py").is_file()
+    if ours and loaded is not None and not str(getattr(loaded, "__file__", "") or "").startswith(str(root)):
+        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+            del sys.modules[name]
     return importlib.import_module(module)
 
 
