@@ -461,7 +461,7 @@ def _paths(tree: ast.AST) -> frozenset[tuple[str, ...]]:
 class Expression:
     """A parsed expression, ready to evaluate against a run's names."""
 
-    __slots__ = ("source", "tree", "names", "blocking", "_idle", "_functions")
+    __slots__ = ("source", "tree", "names", "blocking", "_idle", "_functions", "_path")
 
     def __init__(self, tree: ast.expr, source: str, functions: Mapping[str, Any] = FUNCTIONS) -> None:
         self.source = source
@@ -471,6 +471,9 @@ class Expression:
         self.blocking = any(getattr(functions[name], "blocking", False) for name in called)
         self._functions = functions
         self._idle: list[_Evaluator] = []  # evaluators not in use; list.pop/append are atomic
+        # Most expressions only read a value (`params.body.email`, `findUser._id`): those
+        # skip the tree walk and follow the path directly.
+        self._path = _plain_path(tree)
 
     @classmethod
     def from_tree(cls, tree: ast.expr, source: str) -> Expression:
@@ -482,6 +485,8 @@ class Expression:
 
     def evaluate(self, scope: Mapping[str, Any]) -> Any:
         """The expression's value for one run's names."""
+        if self._path is not None:
+            return self._read(scope)
         # A node with a blocking call evaluates all its params in worker threads, so one
         # Expression may run in several threads at once: each run takes its own evaluator.
         try:
@@ -499,8 +504,27 @@ class Expression:
             evaluator.names = {}  # the cached expression keeps no run's data alive
             self._idle.append(evaluator)
 
+    def _read(self, scope: Mapping[str, Any]) -> Any:
+        root, *fields = self._path  # type: ignore[misc]
+        value = scope.get(root)
+        try:
+            for name in fields:
+                value = _field(value, name)
+        except ExpressionError as exc:
+            raise ExpressionError(exc.message, self.source) from None
+        return value
+
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"
+
+
+def _plain_path(tree: ast.expr) -> tuple[str, ...] | None:
+    """``('params', 'body', 'email')`` for a tree that only reads ``params.body.email``."""
+    fields: list[str] = []
+    while isinstance(tree, ast.Attribute):
+        fields.append(tree.attr)
+        tree = tree.value
+    return (tree.id, *reversed(fields)) if isinstance(tree, ast.Name) else None
 
 
 def compile_expression(source: str, functions: Mapping[str, Any] = FUNCTIONS) -> Expression:
