@@ -3,7 +3,7 @@
 The project's standard: a hand-written Starlette handler for the tutorial's set-phone service
 serves about 7,000 req/s on one worker on this machine, and the flow doing the same work
 should come within 0.8x of that. This script serves, each on one uvicorn worker (access log
-off, log level warning, dev mode for the outbox):
+off, log level warning, the outbox logging a line per text, dev mode to read the outbox):
 
 - the flow: the reference app (``flowengine.runtime:create_app``), ``flows/set-phone.yaml``;
 - the baseline: ``bench/http_baseline.py``, one Starlette handler on the same services;
@@ -246,6 +246,13 @@ def shape(answer: httpx.Response) -> tuple[int, list[str]]:
     return answer.status_code, [error["code"] for error in body["errors"]] if "errors" in body else sorted(body)
 
 
+def check_same_logging(flow: Server, hand: Server) -> None:
+    """Each server has texted one code so far: both must have logged it alike (a line each, or none)."""
+    lines = [server.log.read_text(errors="replace").count("outbox sms to ") for server in (flow, hand)]
+    require(lines[0] == lines[1], f"the outbox logged {lines[0]} texts in the flow server, {lines[1]} in the "
+                                  "hand-written one: the servers must log alike")  # fmt: skip
+
+
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise SystemExit(message)
@@ -336,6 +343,7 @@ def main() -> None:
         with servers(options.app.resolve(), folder) as (flow, hand):
             token = session_token(flow)
             check_same_work(flow, hand, token)
+            check_same_logging(flow, hand)
             blocks = iter(range(1, SPACE // BLOCK))  # block 0: the checks above
             for server in (flow, hand):
                 block = next(blocks)

@@ -26,7 +26,7 @@ from flowengine.context import Services
 from flowengine.errors import FlowError, ValidationFailed
 from flowengine.functions import ismobilephone
 from flowengine.otp import OneTimeCodes, Policy
-from flowengine.runtime import APP_DIR_VARIABLE, DEV_VARIABLE, open_services, start_services
+from flowengine.runtime import APP_DIR_VARIABLE, DEV_VARIABLE, configure_logging, open_services, start_services
 from flowengine.spec.app import load_app
 
 PATH = "/users/set-phone"
@@ -97,6 +97,7 @@ def _lifespan(services: Services) -> Callable[[Starlette], Any]:
 
 def create_app() -> Starlette:
     """Uvicorn factory: the app named by ``FLOWENGINE_APP_DIR``, its outbox readable in dev mode."""
+    configure_logging()  # as the engine's factory does: the outbox logs a line per text
     app = load_app(os.environ.get(APP_DIR_VARIABLE, "."))
     services = open_services(app)
     if services.auth is None:

@@ -146,6 +146,8 @@ CASE_SCHEMA: dict[str, Any] = {
         "query": _OBJECT,
         "path": _OBJECT,
         "headers": _OBJECT,
+        "client": {"type": "object", "additionalProperties": False, "properties": {"ip": {"type": "string"}},
+                   "description": "who is asking (params.client); ip defaults to 127.0.0.1"},  # fmt: skip
         "body": {"description": "the JSON body"},
         "session": {"type": ["object", "null"]},
         "user": {"type": ["object", "null"]},
