@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import heapq
+import logging
 import json
 import re
 import time
@@ -27,6 +28,8 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from flowengine.errors import FlowError
+
+log = logging.getLogger("flowengine.cache")
 
 #: Longest ttl accepted (about 68 years): beyond it Redis refuses the expiry time.
 MAX_TTL = 2.0**31
@@ -207,13 +210,14 @@ class MemoryCache(Cache):
     the least recently used ones.
     """
 
-    def __init__(self, namespace: str = "", max_entries: int = 10_000) -> None:
+    def __init__(self, namespace: str = "", max_entries: int = 250_000) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, not {max_entries}")
         self.namespace = namespace  # one instance per app: the dict itself is the namespace
         self.max_entries = max_entries
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._deadlines: list[tuple[float, str]] = []
+        self._warned = False
 
     async def get(self, key: str) -> Any | None:
         entry = self._live(key)
@@ -344,6 +348,11 @@ class MemoryCache(Cache):
 
     def _make_room(self) -> None:
         self._drop_expired()
+        if len(self._entries) >= self.max_entries and not self._warned:
+            # Live keys are going: rate limits and one-time codes kept here can vanish early.
+            # Production deployments use Redis (which should run with maxmemory-policy noeviction).
+            log.warning("the in-process cache is full (%d keys): dropping the least recently used", self.max_entries)
+            self._warned = True
         while len(self._entries) >= self.max_entries:
             self._entries.popitem(last=False)
 

@@ -27,6 +27,8 @@ from typing import Any, Callable, TypeVar
 import bcrypt
 import phonenumbers
 
+from flowengine.phones import phone
+
 MAX_TEXT = 100_000  #: the longest text an expression may build, in characters
 MAX_LIST = 10_000  #: the longest list an expression may build, in items
 _MAX_INT_BITS = 1023  #: whole numbers stay within the float range (about 1.8e308)
@@ -280,10 +282,6 @@ def isemail(value: Any) -> bool:
 
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
-_MOBILE_TYPES = {
-    phonenumbers.PhoneNumberType.MOBILE,
-    phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
-}
 
 
 def _regions(value: Any) -> set[str]:
@@ -310,15 +308,8 @@ def ismobilephone(value: Any, region: Any = None) -> bool:
     regions = None if region is None else _regions(region)
     if not isinstance(value, str) or not _E164.fullmatch(value):
         return False
-    try:
-        number = phonenumbers.parse(value, None)
-    except phonenumbers.NumberParseException:  # e.g. no such country code
-        return False
-    return (
-        phonenumbers.is_valid_number(number)
-        and phonenumbers.number_type(number) in _MOBILE_TYPES
-        and (regions is None or phonenumbers.region_code_for_number(number) in regions)
-    )
+    facts = phone(value)  # None: e.g. no such country code
+    return facts is not None and facts.mobile and (regions is None or facts.country in regions)
 
 
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{53}")

@@ -55,6 +55,7 @@ import phonenumbers
 
 from flowengine.errors import Location, SpecError, ValidationFailed
 from flowengine.expressions import Expression, ExpressionError, compile_expression
+from flowengine.phones import phone
 from flowengine.spec import schema as schemas
 
 SYSTEM_FIELDS = ("_id", "createdAt", "updatedAt")
@@ -163,6 +164,7 @@ class Model:
     _validators: dict[bool, jsonschema.Draft202012Validator] = dataclass_field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _quick: Any = dataclass_field(default=(), init=False, repr=False, compare=False)
 
     @property
     def encrypted(self) -> tuple[str, ...]:
@@ -217,6 +219,9 @@ class Model:
             raise ValidationFailed([_item(self.name, rule.field or "", rule.message) for rule in broken])
 
     def _problems(self, values: Mapping[str, Any], partial: bool) -> list[dict[str, Any]]:
+        quick = self._quick_checks()
+        if quick is not None and _passes(quick, self.fields, values, partial):
+            return []  # the common case, without building a jsonschema error walk
         nulls = [name for name, value in values.items() if value is None and name in self.fields]
         items = [_item(self.name, n, f"{self.noun} '{n}' is required") for n in nulls if self.fields[n].required]
         present = {name: value for name, value in values.items() if name not in nulls}
@@ -227,6 +232,13 @@ class Model:
                     seen.add(name)
                     items.append(_item(self.name, name, message))
         return items
+
+    def _quick_checks(self) -> dict[str, Callable[[Any], bool]] | None:
+        """Plain-Python checks of every field, when all are simple values (else None)."""
+        if self._quick == ():
+            checks = {name: _quick_check(f) for name, f in self.fields.items()}
+            self._quick = None if None in checks.values() else checks
+        return self._quick
 
     def _validator(self, partial: bool) -> jsonschema.Draft202012Validator:
         if partial not in self._validators:
@@ -289,13 +301,8 @@ def _is_datetime(value: Any) -> bool:
 
 def _phone(text: str) -> str | None:
     """E.164 form of an international number, or None."""
-    try:
-        number = phonenumbers.parse(text, None)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    facts = phone(text)
+    return facts.e164 if facts is not None and facts.possible else None
 
 
 def parse_date(text: str) -> str | None:
@@ -391,6 +398,53 @@ def _object_schema(fields: Mapping[str, Field], partial: bool) -> dict[str, Any]
     if required and not partial:
         schema["required"] = required
     return schema
+
+
+_PYTHON_TYPES: dict[str, Any] = {
+    "text": str, "email": str, "phone": str, "reference": str, "date": str, "datetime": str,
+    "encrypted": str, "integer": int, "decimal": (int, float), "boolean": bool,
+}  # fmt: skip
+
+
+def _quick_check(f: Field) -> Callable[[Any], bool] | None:
+    """A check of one simple value that passes only what the field's JSON Schema passes.
+
+    It may refuse more than the schema would (then the full validation decides and words the
+    error), never less; list and object fields have none.
+    """
+    kind = _PYTHON_TYPES.get(f.type)
+    if kind is None:
+        return None
+    low, high = f.min_length, f.max_length
+    pattern = re.compile(f.pattern) if f.pattern else None
+    fmt = {"email": _is_email, "phone": _is_phone, "date": _is_date, "datetime": _is_datetime}.get(f.type)
+    enum = f.enum
+
+    def check(value: Any) -> bool:
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            return False
+        if isinstance(value, str):
+            if (low is not None and len(value) < low) or (high is not None and len(value) > high):
+                return False
+            if (pattern is not None and not pattern.search(value)) or (fmt is not None and not fmt(value)):
+                return False
+        elif not isinstance(value, bool):
+            if (f.minimum is not None and value < f.minimum) or (f.maximum is not None and value > f.maximum):
+                return False
+        return enum is None or value in enum
+
+    return check
+
+
+def _passes(checks: Mapping[str, Callable[[Any], bool]], fields: Mapping[str, Field], values: Mapping[str, Any],
+            partial: bool) -> bool:  # fmt: skip
+    for name, value in values.items():
+        check = checks.get(name)
+        if check is None or value is None or not check(value):
+            return False
+    return partial or all(
+        name in values for name, f in fields.items() if f.required and not f.has_default
+    )
 
 
 def _item(model: str, name: str, message: str) -> dict[str, Any]:

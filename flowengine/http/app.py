@@ -52,11 +52,14 @@ def build_app(
     """Serve ``app``'s endpoints with ``services``."""
     limits = app.settings.get("limits", {})
     runner = _Runner(app, services, limits)
-    routes: list[BaseRoute] = [*(extra_routes or [])]
+    # The app's own routes first: they are what most requests are for, and the built-in
+    # APIs live under /_ paths that flows may not use, so the order changes no match.
+    routes: list[BaseRoute] = []
     for flow in app.flows.values():
         inputs = Inputs(flow.input_models)
         for endpoint in flow.endpoints:
             routes.append(Route(endpoint.path, runner.handler(flow, endpoint, inputs), methods=[endpoint.method]))
+    routes.extend(extra_routes or [])
     routes.append(Route("/openapi.json", _openapi(app), methods=["GET"]))
     if dev:
         from flowengine.http.dev import dev_routes

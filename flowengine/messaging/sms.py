@@ -19,6 +19,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from flowengine.errors import FlowError
+from flowengine.phones import phone
 from flowengine.messaging.outbox import DEFAULT_KEEP, SmsOutbox
 
 log = logging.getLogger("flowengine.sms")
@@ -82,10 +83,8 @@ def allowed_countries(codes: Any) -> frozenset[str]:
 
 def country_of(number: str) -> str | None:
     """The ISO country of an international number, or None when it is not a valid one."""
-    try:
-        return phonenumbers.region_code_for_number(phonenumbers.parse(number, None))
-    except phonenumbers.NumberParseException:
-        return None
+    facts = phone(number)
+    return facts.country if facts is not None else None
 
 
 class TwilioSms:
