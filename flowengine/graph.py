@@ -146,6 +146,13 @@ class Node:
     blocking: bool = False
     line: int = 0
 
+    def __post_init__(self) -> None:
+        # Split once: a run copies the constant params and evaluates only the others.
+        self.constants = {name: value.value for name, value in self.params if isinstance(value, Constant)}
+        self.dynamic = tuple((name, value) for name, value in self.params if not isinstance(value, Constant))
+        #: Runs inline: no worker thread, timeout or retry to set up.
+        self.plain = not self.blocking and self.timeout is None and self.retry is None
+
     def __repr__(self) -> str:
         return f"<Node {self.id} ({self.type.name})>"
 

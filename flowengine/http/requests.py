@@ -42,8 +42,8 @@ def _decode(text: str) -> str:
 async def read_body(request: Request, limit: int = DEFAULT_BODY_LIMIT) -> bytes:
     """The request body, refusing it with 413 as soon as it passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
-    if declared is None and "transfer-encoding" not in request.headers:
-        return b""  # HTTP/1.1: without either header there is no body to wait for
+    if declared == "0" or (declared is None and "transfer-encoding" not in request.headers):
+        return b""  # HTTP/1.1: an empty body, or none announced, is nothing to wait for
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     chunks, size = [], 0
