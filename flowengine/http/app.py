@@ -93,11 +93,14 @@ class _Runner:
             # Who is asking comes before what they sent: an expired session must get the 401
             # that makes the client drop it, even when the input is also wrong.
             session, user = await self.session(request, endpoint.session)
+            asgi = request.scope
+            client = asgi.get("client")
             params = {
-                "query": parse_query(request.scope["query_string"]),
+                "query": parse_query(asgi["query_string"]),
                 "path": dict(request.path_params),
-                "headers": dict(request.headers),
-                "client": {"ip": request.client.host if request.client else None},
+                # ASGI header names are already lower-case bytes; the first of repeated ones wins
+                "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(asgi["headers"])},
+                "client": {"ip": client[0] if client else None},
                 "body": await read_json(request, self.body_limit) if reads_body else None,
             }
             inputs.validate(params)
