@@ -464,3 +464,30 @@ async def test_a_restarted_redis_serves_again_without_a_new_cache(own_redis):
         assert await cache.get("k") == 3
     finally:
         await cache.close()
+
+
+def test_an_endpoint_needing_a_stalled_redis_answers_503_json_then_recovers(own_redis, tmp_path):
+    """Through the real app: a flow's cache node meets the outage; nothing hangs; no restart needed."""
+    from starlette.testclient import TestClient
+
+    from flowengine.runtime import build
+
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "app.yaml").write_text(f"name: outage\ncache: {{ url: '{own_redis.url}' }}\n")
+    (tmp_path / "flows" / "visit.yaml").write_text(
+        "service: visit\nendpoints: [{method: POST, path: /visits}]\nstart: count\nnodes:\n"
+        "  count: {type: cache-increment, key: visits, next: done}\n"
+        "  done: {type: return-success, body: {visits: count}}\n"
+    )
+    with TestClient(build(tmp_path)) as client:
+        assert client.post("/visits").json() == {"visits": 1}
+        own_redis.pause()
+        try:
+            started = time.monotonic()
+            failed = client.post("/visits")
+            assert time.monotonic() - started < 5
+        finally:
+            own_redis.resume()
+        assert failed.status_code == 503
+        assert failed.json()["errors"][0]["code"] == "cache_unavailable"
+        assert client.post("/visits").status_code == 200

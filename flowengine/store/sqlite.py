@@ -101,15 +101,20 @@ class SQLiteBackend:
 
     # --- reads
 
+    def fetch_now(self, sql: str, params: Mapping[str, Any]) -> list[tuple] | None:
+        """Rows of a short read done right here on the loop, or None when it must go to a thread."""
+        if self._inline is None:
+            return None
+        self._ticks = 0
+        try:
+            return self._inline.execute(sql, params).fetchall()
+        except sqlite3.OperationalError:
+            return None  # over budget, or busy: spend a thread's time rather than the loop's
+
     async def fetch(self, sql: str, params: Mapping[str, Any]) -> list[tuple]:
         """Rows of a read outside any transaction."""
-        if self._inline is not None:
-            self._ticks = 0
-            try:
-                return self._inline.execute(sql, params).fetchall()
-            except sqlite3.OperationalError:
-                pass  # over budget, or busy: spend a thread's time rather than the loop's
-        return await self._in(self._readers, _fetch, sql, params)
+        rows = self.fetch_now(sql, params)
+        return rows if rows is not None else await self._in(self._readers, _fetch, sql, params)
 
     def _tick(self) -> int:
         self._ticks += 1

@@ -94,6 +94,7 @@ class Store:
     def __init__(self, backend: Any, models: Mapping[str, Model], *, schema: str | None = None,
                  clock: Callable[[], float] = time.time) -> None:  # fmt: skip
         self.backend = backend
+        self._fetch_now = getattr(backend, "fetch_now", None)
         self.models = dict(models)
         self.metadata = build_tables(self.models, schema)
         self.tables = {table.name: table for table in self.metadata.tables.values()}
@@ -301,6 +302,10 @@ class Store:
         try:
             if session is not None and session.backend is self.backend:
                 return await session.execute(statement.sql, statement.bind(values))
+            if self._fetch_now is not None:  # SQLite: a short read needs no await at all
+                rows = self._fetch_now(statement.sql, statement.bind(values))
+                if rows is not None:
+                    return rows
             return await self.backend.fetch(statement.sql, statement.bind(values))
         except self.backend.unavailable as exc:
             raise _unavailable(exc) from exc
