@@ -13,9 +13,8 @@ interpreter) is exactly what the benchmark measures.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,7 +25,7 @@ from flowengine.context import Services
 from flowengine.errors import FlowError, ValidationFailed
 from flowengine.functions import ismobilephone
 from flowengine.otp import OneTimeCodes, Policy
-from flowengine.runtime import APP_DIR_VARIABLE, DEV_VARIABLE, configure_logging, open_services, start_services
+from flowengine.runtime import APP_DIR_VARIABLE, DEV_VARIABLE, configure_logging, lifespan, open_services
 from flowengine.spec.app import load_app
 
 PATH = "/users/set-phone"
@@ -82,19 +81,6 @@ def _error(exc: FlowError) -> Response:
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
-def _lifespan(services: Services) -> Callable[[Starlette], Any]:
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await start_services(services)
-        try:
-            yield
-        finally:
-            await services.auth.close()
-            await services.close()
-
-    return lifespan
-
-
 def create_app() -> Starlette:
     """Uvicorn factory: the app named by ``FLOWENGINE_APP_DIR``, its outbox readable in dev mode."""
     configure_logging()  # as the engine's factory does: the outbox logs a line per text
@@ -107,4 +93,4 @@ def create_app() -> Starlette:
         from flowengine.http.outbox import outbox_routes
 
         routes.extend(outbox_routes(services.cache))
-    return Starlette(routes=routes, lifespan=_lifespan(services))
+    return Starlette(routes=routes, lifespan=lifespan(services))

@@ -41,7 +41,8 @@ class Services:
     flows: Any = None
 
     async def close(self) -> None:
-        for service in (self.cache, self.sms, self.email, self.store, self.storage):
+        # Auth first: it lets emails still on their way go out through the others.
+        for service in (self.auth, self.cache, self.sms, self.email, self.store, self.storage):
             closer = getattr(service, "close", None)
             if closer is not None:
                 await closer()

@@ -51,7 +51,6 @@ from typing import Any, Callable, Iterable, Mapping
 
 import bcrypt
 import jsonschema
-import phonenumbers
 
 from flowengine.errors import Location, SpecError, ValidationFailed
 from flowengine.expressions import Expression, ExpressionError, compile_expression

@@ -69,7 +69,7 @@ def build(app_dir: str | Path, dev: bool = False) -> Starlette:
     app = load_app(app_dir)
     services = open_services(app)
     asgi = assemble(app, services, dev)
-    asgi.router.lifespan_context = _lifespan(services)
+    asgi.router.lifespan_context = lifespan(services)
     return asgi
 
 
@@ -114,18 +114,18 @@ def _service_routes(app: App, services: Services, dev: bool) -> list:
     return routes
 
 
-def _lifespan(services: Services):
+def lifespan(services: Services):
+    """An ASGI lifespan that starts ``services`` and closes them at shutdown."""
+
     @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+    async def span(_: Starlette) -> AsyncIterator[None]:
         await start_services(services)
         try:
             yield
         finally:
-            if services.auth is not None:
-                await services.auth.close()  # emails still on their way
             await services.close()
 
-    return lifespan
+    return span
 
 
 def create_app() -> Starlette:

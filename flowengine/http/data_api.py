@@ -41,7 +41,7 @@ from starlette.routing import Route
 from flowengine.context import Services
 from flowengine.errors import FlowError, SpecErrors, ValidationFailed
 from flowengine.http.requests import DEFAULT_BODY_LIMIT, read_json
-from flowengine.access import USERS, Writable, writable_models
+from flowengine.access import Writable, writable_models
 from flowengine.spec.app import App
 
 PREFIX = "/_api/rest/v1/db/object"
