@@ -7,10 +7,14 @@ or ``FLOWENGINE_REQUIRE_POSTGRES=1`` is set (``.ci/run`` sets both), in which ca
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from pathlib import Path
+from typing import Any, AsyncIterator
 from urllib.parse import urlparse
 
+import httpx
 import pytest
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -50,3 +54,14 @@ def postgres_url() -> str:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@contextlib.asynccontextmanager
+async def app_client(app_dir: Path, **build_options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the app in ``app_dir``, through the real ASGI app and its lifespan."""
+    from flowengine.runtime import build
+
+    asgi = build(app_dir, **build_options)
+    async with asgi.router.lifespan_context(asgi):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://test") as http:
+            yield http

@@ -23,6 +23,8 @@ import uvicorn
 
 from flowengine.runtime import build
 
+from conftest import app_client
+
 pytestmark = pytest.mark.anyio
 
 APP = Path(__file__).parent / "apps" / "flowlang"
@@ -30,10 +32,8 @@ APP = Path(__file__).parent / "apps" / "flowlang"
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    asgi = build(APP)
-    async with asgi.router.lifespan_context(asgi):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://test") as http:
-            yield http
+    async with app_client(APP) as http:
+        yield http
 
 
 def nodes_module():

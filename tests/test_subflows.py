@@ -19,6 +19,8 @@ from flowengine.errors import SpecErrors
 from flowengine.runtime import build
 from flowengine.spec.app import load_app
 
+from conftest import app_client
+
 pytestmark = pytest.mark.anyio
 
 APP = Path(__file__).parent / "apps" / "flowlang"
@@ -26,10 +28,8 @@ APP = Path(__file__).parent / "apps" / "flowlang"
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    asgi = build(APP)
-    async with asgi.router.lifespan_context(asgi):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://test") as http:
-            yield http
+    async with app_client(APP) as http:
+        yield http
 
 
 # --- call --------------------------------------------------------------------------------
