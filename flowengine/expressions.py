@@ -461,7 +461,7 @@ def _paths(tree: ast.AST) -> frozenset[tuple[str, ...]]:
 class Expression:
     """A parsed expression, ready to evaluate against a run's names."""
 
-    __slots__ = ("source", "tree", "names", "blocking", "_idle", "_functions", "_path")
+    __slots__ = ("source", "tree", "names", "blocking", "_idle", "_functions", "_path", "_fields")
 
     def __init__(self, tree: ast.expr, source: str, functions: Mapping[str, Any] = FUNCTIONS) -> None:
         self.source = source
@@ -474,6 +474,7 @@ class Expression:
         # Most expressions only read a value (`params.body.email`, `findUser._id`): those
         # skip the tree walk and follow the path directly.
         self._path = _plain_path(tree)
+        self._fields = self._path[1:] if self._path else ()
 
     @classmethod
     def from_tree(cls, tree: ast.expr, source: str) -> Expression:
@@ -505,14 +506,19 @@ class Expression:
             self._idle.append(evaluator)
 
     def _read(self, scope: Mapping[str, Any]) -> Any:
-        root, *fields = self._path  # type: ignore[misc]
-        value = scope.get(root)
+        value = scope.get(self._path[0])  # type: ignore[index]
+        for name in self._fields:
+            if value.__class__ is dict:  # the usual case, checked without a call
+                value = value.get(name)
+            else:
+                value = self._field(value, name)
+        return value
+
+    def _field(self, value: Any, name: str) -> Any:
         try:
-            for name in fields:
-                value = _field(value, name)
+            return _field(value, name)
         except ExpressionError as exc:
             raise ExpressionError(exc.message, self.source) from None
-        return value
 
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"

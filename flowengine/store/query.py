@@ -26,7 +26,7 @@ import difflib
 import json
 import operator
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -55,23 +55,27 @@ class QueryError(ValueError):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
-class Filter:
-    """A compiled query with one run's values: what the store's reads take as ``where``."""
+class Filter(NamedTuple):
+    """A compiled query with one run's values: what the store's reads take as ``where``.
+    (A named tuple: one is made per run, and a tuple is the cheapest object to make.)"""
 
     query: CompiledQuery
     values: dict[str, Any]
 
 
-@dataclass(frozen=True, eq=False)
 class _Param:
-    name: str
-    value: Expression | Any
-    convert: Callable[[Any], Any]
+    """One bound parameter: its name in the SQL, and how a run computes its value."""
+
+    __slots__ = ("name", "value", "convert", "_evaluate")
+
+    def __init__(self, name: str, value: Expression | Any, convert: Callable[[Any], Any]) -> None:
+        self.name = name
+        self.value = value
+        self.convert = convert
+        self._evaluate = value.evaluate if isinstance(value, Expression) else None
 
     def bind(self, scope: Mapping[str, Any]) -> Any:
-        value = self.value.evaluate(scope) if isinstance(self.value, Expression) else self.value
-        return self.convert(value)
+        return self.convert(self.value if self._evaluate is None else self._evaluate(scope))
 
 
 class CompiledQuery:
@@ -93,7 +97,10 @@ class CompiledQuery:
         return self._build(table, dialect)
 
     def evaluate(self, scope: Mapping[str, Any]) -> Filter:
-        return Filter(self, {p.name: p.bind(scope) for p in self.params})
+        values = {}
+        for param in self.params:  # a loop, not a comprehension: no frame per run
+            values[param.name] = param.bind(scope)
+        return Filter(self, values)
 
     def __repr__(self) -> str:
         return f"CompiledQuery({self.source!r})"
@@ -344,6 +351,8 @@ def _converter(field: Field) -> Callable[[Any], Any]:
     def apply(value: Any) -> Any:
         if value is None:
             return None
+        if kind == "text" and value.__class__ is str:  # the usual case, without a try
+            return normalise(value) if normalise else value
         try:
             converted = convert(value)
             return normalise(converted) if normalise else converted

@@ -76,16 +76,16 @@ class _Statement:
     def bind(self, values: Mapping[str, Any]) -> Mapping[str, Any]:
         return values if self.constants is None else {**self.constants, **values}
 
+    def object(self, row: tuple) -> dict[str, Any]:
+        item = dict(zip(self.names, row))
+        for name, decode in self.decoders:
+            value = item[name]
+            if value is not None:
+                item[name] = decode(value)
+        return item
+
     def objects(self, rows: Iterable[tuple]) -> list[dict[str, Any]]:
-        found = []
-        for row in rows:
-            item = dict(zip(self.names, row))
-            for name, decode in self.decoders:
-                value = item[name]
-                if value is not None:
-                    item[name] = decode(value)
-            found.append(item)
-        return found
+        return list(map(self.object, rows))
 
 
 class Store:
@@ -139,13 +139,13 @@ class Store:
             return None
         statement = self._select(stored, None, None, "locked" if locked else "one", sealed, by_id=True)
         rows = await self._read(statement, {"k_id": id})
-        return statement.objects(rows)[0] if rows else None
+        return statement.object(rows[0]) if rows else None
 
     async def find_one(self, model: str, where: Filter | None = None, *, sort: Mapping[str, str] | None = None,
                        sealed: bool = False) -> dict[str, Any] | None:  # fmt: skip
         statement = self._select(self._stored(model), where, sort, "one", sealed)
         rows = await self._read(statement, where.values if where else {})
-        return statement.objects(rows)[0] if rows else None
+        return statement.object(rows[0]) if rows else None
 
     async def find_many(self, model: str, where: Filter | None = None, *, sort: Mapping[str, str] | None = None,
                         limit: int = 100, page: int = 1, sealed: bool = False) -> list[dict[str, Any]]:  # fmt: skip
@@ -349,7 +349,7 @@ class Store:
         values.update({f"s_{name}": amount for name, amount in steps.items()})
         values["k_id"] = id
         rows = await self._write(model, statement, values, sets, session)
-        return statement.objects(rows)[0] if rows else None
+        return statement.object(rows[0]) if rows else None
 
     async def _explain(self, model: Model, violation: tuple[str, str | None], row: Mapping[str, Any]) -> FlowError:
         kind, name = violation
