@@ -26,6 +26,7 @@ class FlowError(Exception):
         status: int = 500,
         details: Any = None,
         origin: str | None = None,
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -33,6 +34,9 @@ class FlowError(Exception):
         self.status = status
         self.details = details
         self.origin = origin or ("client_error" if status < 500 else "server_error")
+        #: Whether trying again may succeed (a node's ``retry`` only retries these). Server
+        #: errors may pass; a client error, or a provider refusing for good, will not.
+        self.retryable = status >= 500 if retryable is None else retryable
 
     def item(self) -> dict[str, Any]:
         """The error as one entry of ``{"errors": [...]}``."""

@@ -183,7 +183,7 @@ async def _guarded(node: Node, ctx: RunContext, params: dict[str, Any]) -> tuple
             )
         except FlowError as exc:
             failure = exc
-        if attempt == attempts or failure.status < 500 and failure.code != "node_timeout":
+        if attempt == attempts or not failure.retryable:
             raise failure
         await asyncio.sleep(delay)
         delay = min(delay * 2, node.retry.max_delay if node.retry else delay)

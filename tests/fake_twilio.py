@@ -3,7 +3,8 @@
 The ``twilio`` SDK is pointed at it (``sms.twilio.base_url``) so tests exercise the SDK's own
 request building, auth and error parsing. It answers like Twilio: 201 with a message
 resource, or Twilio's error JSON. As with Twilio's test credentials, magic ``To`` numbers
-trigger errors: ``+15005550001`` is an invalid number (21211, HTTP 400).
+trigger errors: ``+15005550001`` is an invalid number (21211, HTTP 400). ``busy`` makes the
+next that many requests answer 503 (Twilio's 20503, "service unavailable").
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class FakeTwilio:
     delay: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
     base_url: str = ""
+    busy: int = 0
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route(MESSAGES_PATH, self.create_message, methods=["POST"])])
@@ -50,6 +52,9 @@ class FakeTwilio:
         sid = request.path_params["sid"]
         if _basic(request) != (self.account_sid, self.auth_token) or sid != self.account_sid:
             return _error(401, 20003, "Authenticate")
+        if self.busy > 0:
+            self.busy -= 1
+            return _error(503, 20503, "Service unavailable")
         if form.get("To") == INVALID_NUMBER:
             return _error(400, 21211, f"The 'To' number {form['To']} is not a valid phone number.")
         return JSONResponse(_message(sid, form), status_code=201)

@@ -108,15 +108,15 @@ async def test_smtp_without_html_sends_plain_text(smtp_server, cache):
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
-    "server",
+    ("server", "retryable"),
     [
-        {"user": "mailer", "password": "wrong"},          # authentication refused
-        {"security": "starttls"},                          # the server offers no STARTTLS
-        {"refused": True},                                 # nothing listens on the port
+        ({"user": "mailer", "password": "wrong"}, False),  # authentication refused (535): for good
+        ({"security": "starttls"}, False),                 # the server offers no STARTTLS: for good
+        ({"refused": True}, True),                         # nothing listens on the port: maybe later
     ],
     ids=["bad-password", "no-starttls", "refused"],
 )
-async def test_smtp_failures_become_email_failed(smtp_server, cache, caplog, server):
+async def test_smtp_failures_become_email_failed(smtp_server, cache, caplog, server, retryable):
     inbox, port = smtp_server
     if server.get("refused"):
         server, port = {}, free_port()
@@ -125,6 +125,7 @@ async def test_smtp_failures_become_email_failed(smtp_server, cache, caplog, ser
     assert caught.value.body() == {"errors": [{"origin": "server_error", "code": "email_failed",
                                                "message": "The email could not be sent"}]}
     assert caught.value.status == 502 and inbox.received == []
+    assert caught.value.retryable is retryable  # a node's retry: only what may pass later
     assert "could not send an email to ann+news@example.org" in caplog.text
 
 

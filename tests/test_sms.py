@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import uuid
+from typing import Any
 
 import pytest
 from fake_twilio import INVALID_NUMBER, serve_fake_twilio
@@ -52,6 +53,7 @@ def twilio_server():
 def twilio(twilio_server):
     twilio_server.requests.clear()
     twilio_server.delay = 0.0
+    twilio_server.busy = 0
     return twilio_server
 
 
@@ -253,17 +255,35 @@ async def test_send_sms_node_raises_flow_errors_for_its_error_output(twilio, cac
 
 @pytest.mark.anyio
 async def test_a_failed_send_takes_the_nodes_error_edge(twilio, cache):
-    registry = Registry()
-    for module in ("flowengine_nodes.messaging", "flowengine_nodes.responses"):
-        registry.add_module(module)
-    flow, problems = compile_flow(loads(TEXT_FLOW, "flows/text.yaml"), registry, {})
-    assert problems == []
+    flow = text_flow()
     services = Services(cache=cache, sms=open_sms(twilio_settings(twilio), cache))
     sent = await run_flow(flow, services, {"params": {"query": {"phone": US}}})
     failed = await run_flow(flow, services, {"params": {"query": {"phone": INVALID_NUMBER}}})
     assert sent.status == 200 and sent.body["to"] == US
     assert failed.status == 502
     assert failed.body["errors"][0]["message"] == "The SMS could not be sent (Twilio error 21211)"
+
+
+@pytest.mark.anyio
+async def test_retry_retries_a_busy_twilio_but_not_a_refused_number(twilio, cache):
+    flow = text_flow(TEXT_FLOW.replace("    error: failed", "    retry: { attempts: 3, backoff: 10ms }\n    error: failed"))
+    services = Services(cache=cache, sms=open_sms(twilio_settings(twilio), cache))
+    twilio.busy = 2  # two 503s, then Twilio takes the message
+    sent = await run_flow(flow, services, {"params": {"query": {"phone": US}}})
+    assert sent.status == 200 and [r["form"]["To"] for r in twilio.requests] == [US] * 3
+    twilio.requests.clear()
+    refused = await run_flow(flow, services, {"params": {"query": {"phone": INVALID_NUMBER}}})
+    assert refused.body["errors"][0]["message"] == "The SMS could not be sent (Twilio error 21211)"
+    assert len(twilio.requests) == 1  # 21211 will never pass: no second try
+
+
+def text_flow(text: str = "") -> Any:
+    registry = Registry()
+    for module in ("flowengine_nodes.messaging", "flowengine_nodes.responses"):
+        registry.add_module(module)
+    flow, problems = compile_flow(loads(text or TEXT_FLOW, "flows/text.yaml"), registry, {})
+    assert problems == []
+    return flow
 
 
 TEXT_FLOW = """

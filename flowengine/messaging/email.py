@@ -103,7 +103,8 @@ class SmtpEmail:
         except (smtplib.SMTPException, OSError) as exc:
             log.warning("smtp %s:%s could not send an email to %s: %r",
                         self.host, self.port, message["To"], exc)
-            raise FlowError("email_failed", "The email could not be sent", status=502) from exc
+            raise FlowError("email_failed", "The email could not be sent", status=502,
+                            retryable=_may_pass(exc)) from exc
 
     def _connect(self) -> smtplib.SMTP:
         if self.security == "ssl":
@@ -139,3 +140,13 @@ def _domain(address: str) -> str | None:
     """The sender's domain, so Message-IDs don't leak this machine's host name."""
     _, at, domain = parseaddr(address)[1].rpartition("@")
     return domain if at and domain else None
+
+
+def _may_pass(exc: OSError) -> bool:
+    """Whether the same email may go through later: SMTP's 4xx replies are transient and its
+    5xx replies permanent (RFC 5321 §4.2.1); a lost or refused connection may come back."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return all(code < 500 for code, _ in exc.recipients.values())
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code < 500
+    return isinstance(exc, smtplib.SMTPServerDisconnected) or not isinstance(exc, smtplib.SMTPException)

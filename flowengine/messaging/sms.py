@@ -106,20 +106,26 @@ class TwilioSms:
         try:
             return self.client.messages.create(to=to, body=body, **self.sender)
         except TwilioException as exc:
-            raise _failed(to, getattr(exc, "code", None), exc) from exc
+            raise _failed(to, getattr(exc, "code", None), exc, _may_pass(getattr(exc, "status", None))) from exc
         except RequestException as exc:
-            raise _failed(to, None, exc) from exc
+            raise _failed(to, None, exc, retryable=True) from exc
 
     async def close(self) -> None:
         """The SDK's connection pool closes with the process."""
 
 
-def _failed(to: str, code: Any, exc: Exception) -> FlowError:
+def _may_pass(status: Any) -> bool:
+    """Whether Twilio may accept the same message later: it was busy (429) or failing (5xx).
+    A 4xx such as 21211 (not a valid number) or 20003 (bad credentials) will never pass."""
+    return not isinstance(status, int) or status == 429 or status >= 500
+
+
+def _failed(to: str, code: Any, exc: Exception, retryable: bool) -> FlowError:
     """The client learns only that sending failed; Twilio's own words go to the log."""
     reason = getattr(exc, "msg", None) or getattr(exc, "detail", None) or repr(exc)
     log.warning("twilio could not send an SMS to %s: code=%s %s", to, code, reason)
     return FlowError("sms_failed", "The SMS could not be sent", status=502,
-                     details={"provider_code": code})
+                     details={"provider_code": code}, retryable=retryable)
 
 
 def open_twilio(settings: dict[str, Any]) -> TwilioSms:
