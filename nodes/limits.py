@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
-
-from flowengine.errors import FlowError
+from flowengine import limits
 from flowengine.graph import seconds
 from flowengine.registry import Param, node_type
 
@@ -23,12 +21,8 @@ _DURATION = {"oneOf": [{"type": "number", "exclusiveMinimum": 0},
     description="Allow at most 'limit' events per key per window; beyond it the request fails with 429 and Retry-After.",
 )
 async def rate_limit(ctx, params):
-    window = _window(params["window"])
-    key = f"rate:{params['key']}"
-    count = await ctx.cache.increment(key, ttl=window)
-    if count > params["limit"]:
-        retry = max(1, math.ceil(await ctx.cache.ttl(key) or window))
-        raise FlowError("too_many_requests", params["message"], status=429, details={"retryAfter": retry})
+    count = await limits.hit(ctx.cache, f"rate:{params['key']}", params["limit"], _window(params["window"]),
+                             params["message"])  # fmt: skip
     return "next", {"count": count, "remaining": params["limit"] - count}
 
 

@@ -301,20 +301,37 @@ async def test_a_second_code_within_a_minute_is_refused_with_retry_after(two_fac
 
 
 @on_both_caches
-async def test_at_most_five_codes_per_number_in_ten_minutes(two_factor_app: TwoFactorApp) -> None:
+async def test_at_most_five_codes_per_number_and_purpose_in_ten_minutes(two_factor_app: TwoFactorApp) -> None:
     app = two_factor_app
-    user = await app.two_factor_user(PHONE)  # 1 (phone-verify)
-    for _ in range(3):  # 2, 3, 4 (sign-in), each a minute after the last
+    user = await app.two_factor_user(PHONE)  # phone-verify code 1
+    for _ in range(5):  # sign-in codes 1 to 5, each a minute after the last
         await app.forget_spacing()
         assert (await app.sign_in(user.email)).status_code == 200
     await app.forget_spacing()
-    assert (await app.set_phone(user, PHONE)).status_code == 200  # 5 (phone-verify)
-    await app.forget_spacing()
     sixth = await app.sign_in(user.email)
     assert error_of(sixth) == (429, "too_many_requests") and int(sixth.headers["Retry-After"]) >= 1
-    other = await app.verified_user("bob")  # the cap is the number's, whoever asks
-    assert error_of(await app.set_phone(other, PHONE)) == (429, "too_many_requests")
-    assert len(app.texts_to(PHONE)) == 5
+    stranger = await app.verified_user("bob")  # the cap is the number's, whoever asks
+    for _ in range(4):  # phone-verify codes 2 to 5
+        await app.forget_spacing()
+        assert (await app.set_phone(stranger, PHONE)).status_code == 200
+    await app.forget_spacing()
+    assert error_of(await app.set_phone(stranger, PHONE)) == (429, "too_many_requests")
+    assert len(app.texts_to(PHONE)) == 10
+
+
+@on_both_caches
+async def test_a_stranger_texting_my_number_does_not_use_up_my_sign_in_codes(two_factor_app: TwoFactorApp) -> None:
+    app = two_factor_app
+    owner = await app.two_factor_user(PHONE)
+    stranger = await app.verified_user("mallory")
+    for _ in range(5):  # set-phone with the owner's number until its cap says no
+        await app.forget_spacing()
+        await app.set_phone(stranger, PHONE)
+    await app.forget_spacing()
+    assert error_of(await app.set_phone(stranger, PHONE)) == (429, "too_many_requests")
+    assert (await app.sign_in(owner.email)).status_code == 200
+    signed_in = await app.verify_sign_in(app.code_sent_to(PHONE), PHONE)
+    assert signed_in.status_code == 200 and signed_in.json()["session"]["token"]
 
 
 async def test_no_sms_to_a_country_outside_the_allowed_ones(two_factor_app: TwoFactorApp) -> None:
