@@ -80,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
 
     schema = _command(commands, "schema", cmd_schema, "print a JSON Schema for editors (app, model, flow or test)", app_dir=False)
     schema.add_argument("name", choices=["app", "model", "flow", "test"])
+    schema.add_argument("app_dir", nargs="?", metavar="APP_DIR",
+                        help="the app whose own node types the flow schema adds (default: . if it has an app.yaml)")  # fmt: skip
     return parser
 
 
@@ -272,13 +274,25 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from flowengine.spec.schema import editor_schema
 
+    if args.app_dir is not None and not Path(args.app_dir).is_dir():
+        raise CommandError(f"{args.app_dir} is not a folder")
     if args.name == "test":  # flows/tests/*.yaml
         from flowengine.testing import FILE_SCHEMA
 
         print(json.dumps(FILE_SCHEMA, indent=2))
         return 0
-    print(json.dumps(editor_schema(args.name), indent=2))
+    registry = _app_registry(args.app_dir) if args.name == "flow" else None
+    print(json.dumps(editor_schema(args.name, registry), indent=2))
     return 0
+
+
+def _app_registry(app_dir: str | None) -> Any:
+    """The node types of the app in ``app_dir``, else of the one in ``.``; None: no app, installed types only."""
+    from flowengine.spec.app import load_registry
+
+    if app_dir is None and not Path("app.yaml").is_file():
+        return None
+    return load_registry(app_dir or ".")
 
 
 # --- helpers ----------------------------------------------------------------------------

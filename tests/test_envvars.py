@@ -1,10 +1,17 @@
-"""``${VAR}`` in settings: secrets come from the environment, and a missing one is a check error."""
+"""``${VAR}`` in settings: secrets come from the environment, a missing one is a check error,
+and a whole reference takes the type (integer, number, boolean) its setting wants."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+from flowengine.cli import main
+from flowengine.errors import SpecErrors
 from flowengine.spec import envvars
+from flowengine.spec.app import load_app
 from flowengine.spec.yamlfile import loads
 
 
@@ -91,3 +98,134 @@ def test_keys_and_non_text_values_are_left_alone() -> None:
     data, problems = _substitute("${KEY}: 1\nlimit: 5\nflag: false\nnothing: null\n", {"KEY": "k"})
 
     assert (data, problems) == ({"${KEY}": 1, "limit": 5, "flag": False, "nothing": None}, [])
+
+
+# Typed settings: the environment holds text, the schema says what a whole reference becomes.
+
+
+def _load(tmp_path: Path, settings: str, environ: dict[str, str]) -> dict[str, Any]:
+    (tmp_path / "app.yaml").write_text("name: typed\n" + settings)
+    return load_app(tmp_path, environ).settings
+
+
+def _problems(tmp_path: Path, settings: str, environ: dict[str, str]) -> list[str]:
+    with pytest.raises(SpecErrors) as raised:
+        _load(tmp_path, settings, environ)
+    return [str(problem) for problem in raised.value.errors]
+
+
+@pytest.mark.parametrize(
+    ("settings", "environ", "path", "expected"),
+    [
+        ("limits: {steps: '${STEPS}'}", {"STEPS": "250"}, ("limits", "steps"), 250),
+        ("limits: {steps: '${STEPS}'}", {"STEPS": "+7"}, ("limits", "steps"), 7),
+        ("limits: {timeout: '${TIMEOUT}'}", {"TIMEOUT": "0.5"}, ("limits", "timeout"), 0.5),
+        ("limits: {timeout: '${TIMEOUT}'}", {"TIMEOUT": "1e3"}, ("limits", "timeout"), 1000.0),
+        ("limits: {timeout: '${TIMEOUT}'}", {"TIMEOUT": "3"}, ("limits", "timeout"), 3),
+        ("limits: {timeout: '${TIMEOUT}'}", {"TIMEOUT": "2s"}, ("limits", "timeout"), "2s"),
+        ("cors: {credentials: '${CREDS}'}", {"CREDS": "true"}, ("cors", "credentials"), True),
+        ("cors: {credentials: '${CREDS}'}", {"CREDS": "FALSE"}, ("cors", "credentials"), False),
+        ("cors: {credentials: '${CREDS}'}", {"CREDS": "1"}, ("cors", "credentials"), True),
+        ("cors: {credentials: '${CREDS}'}", {"CREDS": "0"}, ("cors", "credentials"), False),
+        ("auth: {session: {idle: '${IDLE}'}}", {"IDLE": "600"}, ("auth", "session", "idle"), 600),
+        ("auth: {session: {idle: '${IDLE}'}}", {"IDLE": "15m"}, ("auth", "session", "idle"), "15m"),
+        ("auth: {password: {bcrypt_cost: '${COST:-12}'}}", {}, ("auth", "password", "bcrypt_cost"), 12),
+        ("auth: {password: {bcrypt_cost: '${COST:-12}'}}", {"COST": "10"}, ("auth", "password", "bcrypt_cost"), 10),
+    ],
+)
+def test_a_whole_reference_takes_the_type_its_setting_wants(
+    tmp_path: Path, settings: str, environ: dict[str, str], path: tuple, expected: object
+) -> None:
+    value: Any = _load(tmp_path, settings + "\n", environ)
+    for key in path:
+        value = value[key]
+
+    assert (value, type(value)) == (expected, type(expected))
+
+
+def test_a_converted_value_reaches_the_auth_config(tmp_path: Path) -> None:
+    (tmp_path / "app.yaml").write_text("name: typed\nauth:\n  password:\n    bcrypt_cost: ${BCRYPT_COST:-12}\n")
+
+    app = load_app(tmp_path, {"BCRYPT_COST": "5"})
+
+    assert app.auth.bcrypt_cost == 5
+
+
+def test_text_settings_stay_text_however_numeric(tmp_path: Path) -> None:
+    settings = "secret: ${APP_SECRET}\nversion: ${VERSION}\nenv:\n  pin: ${PIN}\napi_keys: ['${KEY}']\n"
+
+    loaded = _load(tmp_path, settings, {"APP_SECRET": "123456", "VERSION": "2", "PIN": "0042", "KEY": "true"})
+
+    assert loaded == {"name": "typed", "secret": "123456", "version": "2", "env": {"pin": "0042"}, "api_keys": ["true"]}
+
+
+def test_a_reference_inside_other_text_stays_text(tmp_path: Path) -> None:
+    problems = _problems(tmp_path, "cors:\n  max_age: '${AGE}0'\n", {"AGE": "6"})
+
+    assert problems == ["app.yaml:3:3: 'max_age' must be an integer, got text (\"60\")"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "environ", "problem"),
+    [
+        (
+            "auth:\n  password:\n    bcrypt_cost: ${BCRYPT_COST}\n",
+            {"BCRYPT_COST": "twelve"},
+            "app.yaml:4:18: environment variable 'BCRYPT_COST' is 'twelve'; auth.password.bcrypt_cost expects an integer",
+        ),
+        (
+            "auth:\n  password:\n    bcrypt_cost: ${BCRYPT_COST:-12.5}\n",
+            {},
+            "app.yaml:4:18: environment variable 'BCRYPT_COST' is not set and its default is '12.5'; "
+            "auth.password.bcrypt_cost expects an integer",
+        ),
+        (
+            "cors: {credentials: '${CREDS}'}\n",
+            {"CREDS": "yes"},
+            "app.yaml:2:21: environment variable 'CREDS' is 'yes'; cors.credentials expects true or false (also 1 or 0)",
+        ),
+        (
+            "limits: {timeout: '${TIMEOUT}'}\n",
+            {"TIMEOUT": "inf"},
+            "app.yaml:2:19: environment variable 'TIMEOUT' is 'inf'; "
+            "limits.timeout expects seconds, or text like '500ms', '2s', '1m'",
+        ),
+        (
+            "limits: {steps: '${STEPS}'}\n",
+            {"STEPS": "sk_live_0123456789abcdef"},
+            "app.yaml:2:17: environment variable 'STEPS' is a 24-character value; limits.steps expects an integer",
+        ),
+    ],
+)
+def test_a_value_that_does_not_convert_is_reported_once_at_its_line(
+    tmp_path: Path, settings: str, environ: dict[str, str], problem: str
+) -> None:
+    assert _problems(tmp_path, settings, environ) == [problem]
+
+
+def test_a_converted_value_still_meets_the_schema(tmp_path: Path) -> None:
+    settings = "cors: {max_age: '${AGE}'}\nauth: {password: {bcrypt_cost: '${COST}'}}\n"
+
+    problems = _problems(tmp_path, settings, {"AGE": "-3", "COST": "3"})
+
+    assert problems == [
+        "app.yaml:2:8: 'max_age' must be at least 0, got -3",
+        "app.yaml:3:19: 'bcrypt_cost' must be at least 4, got 3",
+    ]
+
+
+def test_check_reports_a_value_that_does_not_convert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FLOWENGINE_TEST_STEPS", "many")
+    (tmp_path / "app.yaml").write_text("name: typed\nlimits:\n  steps: ${FLOWENGINE_TEST_STEPS:-100}\n")
+
+    code = main(["check", str(tmp_path)])
+
+    assert (code, capsys.readouterr().err.splitlines()) == (
+        1,
+        [
+            "app.yaml:3:10: environment variable 'FLOWENGINE_TEST_STEPS' is 'many'; limits.steps expects an integer",
+            "Error: 1 problem found",
+        ],
+    )

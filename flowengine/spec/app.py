@@ -63,6 +63,24 @@ def load_app(app_dir: str | Path, environ: Mapping[str, str] | None = None) -> A
     return app
 
 
+def load_registry(app_dir: str | Path, environ: Mapping[str, str] | None = None) -> Registry:
+    """The node types the app in ``app_dir`` can use: installed ones plus app.yaml's ``node_modules``.
+
+    Built as ``load_app`` builds it, from app.yaml alone: models and flows are not read, so a
+    broken flow does not hide the node types an editor needs to fix it. Raises ``SpecErrors``
+    with app.yaml's problems (unreadable, not the app schema, unset variables, a node module
+    that fails to import).
+    """
+    root = Path(app_dir).resolve()
+    problems: list[SpecError] = []
+    document = _read(root, "app.yaml", problems, {})
+    settings = _settings(document, os.environ if environ is None else environ, problems) if document else {}
+    registry = _registry(root, settings, document, problems)
+    if problems:
+        raise SpecErrors(sorted(problems, key=_order))
+    return registry
+
+
 def _order(problem: SpecError) -> tuple:
     return (problem.where.file, problem.where.line, problem.where.column)
 
@@ -93,9 +111,11 @@ def _files(root: Path, folder: str) -> list[str]:
 def _settings(document: Document, environ: Mapping[str, str], problems: list[SpecError]) -> dict[str, Any]:
     if document.data is None:
         document.data = {}
-    missing = envvars.substitute(document, environ)  # first, so ${VAR} can fill any setting
-    found = schemas.validate(document, "app")
-    problems.extend(missing + found)
+    wholes: dict[tuple, envvars.WholeReference] = {}
+    missing = envvars.substitute(document, environ, wholes)  # first, so ${VAR} can fill any setting
+    mistyped = envvars.convert(document, wholes, schemas.validator_for("app"))  # "12" → 12 where typed
+    found = schemas.validate(document, "app", skip=mistyped)
+    problems.extend(missing + list(mistyped.values()) + found)
     return document.data if isinstance(document.data, dict) else {}
 
 

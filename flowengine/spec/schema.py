@@ -12,7 +12,7 @@ import difflib
 import json
 from functools import cache
 from importlib import resources
-from typing import Any, Iterable
+from typing import Any, Container, Iterable
 
 import jsonschema
 
@@ -31,14 +31,17 @@ def schema(name: str) -> dict[str, Any]:
 
 
 @cache
-def _validator(name: str) -> jsonschema.Draft202012Validator:
+def validator_for(name: str) -> jsonschema.Draft202012Validator:
+    """The compiled validator of published schema ``name``."""
     return jsonschema.Draft202012Validator(schema(name))
 
 
-def validate(document: Document, name: str, prefix: tuple = (), node: str | None = None) -> list[SpecError]:
+def validate(
+    document: Document, name: str, prefix: tuple = (), node: str | None = None, skip: Container[tuple] = ()
+) -> list[SpecError]:
     """Check ``document.data`` (or the part at ``prefix``) against schema ``name``."""
     data = _at(document.data, prefix)
-    return check(_validator(name), data, document, prefix, node)
+    return check(validator_for(name), data, document, prefix, node, skip)
 
 
 def check(
@@ -47,11 +50,17 @@ def check(
     document: Document,
     prefix: tuple = (),
     node: str | None = None,
+    skip: Container[tuple] = (),
 ) -> list[SpecError]:
-    """Validate ``data`` found at ``prefix`` of ``document`` with a ready validator."""
+    """Validate ``data`` found at ``prefix`` of ``document`` with a ready validator.
+
+    Errors at the paths in ``skip`` are left out: the caller has reported those values.
+    """
     problems = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
         path = prefix + tuple(error.absolute_path)
+        if path in skip:
+            continue
         for message, at in _explain(error, path):
             problems.append(SpecError(document.where(*at), message, node))
     return problems
@@ -156,9 +165,10 @@ def editor_schema(name: str, registry: Registry | None = None) -> dict[str, Any]
 
     The published flow schema leaves a node's keys open: which node types exist is only
     known once an app's registry is built, and loading checks each node against its own
-    type then. An editor has no app, so for flows this spells out every installed node
-    type (``Registry.default()`` unless a registry is given): ``type`` completes from the
-    known names, and once it is set the node's params, outputs and their descriptions do.
+    type then. For an editor, flows spell out every node type of ``registry`` (an app's,
+    from ``load_registry``) or, without one, every installed type (``Registry.default()``):
+    ``type`` completes from the known names, and once it is set the node's params, outputs
+    and their descriptions do.
     """
     if name not in EDITOR_SCHEMAS:
         raise ValueError(f"no schema named {name!r}; choose one of {', '.join(EDITOR_SCHEMAS)}")
