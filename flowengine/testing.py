@@ -15,13 +15,15 @@ A builder writes flow tests in ``flows/tests/*.yaml`` (or a ``tests:`` list in a
       - name: a US mobile passes
         query: { phoneNumber: "+14155552671" }   # also body, path, headers, session, user
         cache: { "attempts:+14155552671": 2 }    # cache entries present before the run
+        data: { users: [{ _id: u1, email: ada@example.com }] }   # objects stored before the run
         stubs: { textCode: { output: next, value: { id: x } } }   # or { error: { code: down } }
         functions: { RANDBETWEEN: 123456 }        # fixed function results
         expect:
           status: 200
           body: { mobile: true }                  # a subset: extra keys in the answer are fine
           path: [answer]                          # the node ids run, in order
-          # also: error (a code), sms and email (outbox messages), cache (entries after the run)
+          # also: error (a code), sms and email (outbox messages), cache (entries after the run),
+          # data (every object of a model stored after the run, each a subset, in any order)
 
 Each case runs the app's real input validation and interpreter on fresh embedded services
 (in-process cache, outboxes, SQLite in a temporary folder), and reports where the run left
@@ -39,13 +41,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, TextIO
 
 import jsonschema
 import yaml
 
 from flowengine.context import RunContext, Services
-from flowengine.errors import FlowError, Location, SpecError, SpecErrors
+from flowengine.errors import FlowError, Location, SpecError, SpecErrors, ValidationFailed
 from flowengine.expressions import Expression, ExpressionError
 from flowengine.functions import FUNCTIONS
 from flowengine.graph import PARAM_COMPILERS, RUN_NAMES, CompileContext, Constant, Flow, seconds
@@ -58,6 +60,10 @@ from flowengine.spec import yamlfile
 from flowengine.spec.app import App, load_app
 from flowengine.spec.yamlfile import Document
 from flowengine.types import Reply
+
+if TYPE_CHECKING:  # the data layer is optional while an app has no models
+    from flowengine.models import Model
+    from flowengine.store.store import Store
 
 # --- the node harness -------------------------------------------------------------------
 
@@ -135,6 +141,13 @@ def compile_params(node_type: NodeType, params: dict[str, Any], known: set[str])
 
 _OBJECT = {"type": "object"}
 _MESSAGES = {"type": "array", "items": _OBJECT, "description": "outbox messages in sending order; each a subset"}
+_OBJECTS = {
+    "type": "object",
+    "additionalProperties": {
+        "type": "array",
+        "items": {**_OBJECT, "properties": {"_id": {"type": "string", "pattern": "\\S", "description": "non-blank text"}}},
+    },
+}
 
 CASE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -152,6 +165,7 @@ CASE_SCHEMA: dict[str, Any] = {
         "session": {"type": ["object", "null"]},
         "user": {"type": ["object", "null"]},
         "cache": {**_OBJECT, "description": "cache entries present before the run"},
+        "data": {**_OBJECTS, "description": "model -> objects stored before the run, in order (each may give its _id)"},
         "stubs": {
             "type": "object",
             "description": "node id -> the result the node gives instead of running",
@@ -191,6 +205,7 @@ CASE_SCHEMA: dict[str, Any] = {
                 "sms": _MESSAGES,
                 "email": _MESSAGES,
                 "cache": {**_OBJECT, "description": "entries after the run; null: absent"},
+                "data": {**_OBJECTS, "description": "model -> every object stored after the run, each a subset, any order"},
             },
         },
     },
@@ -294,6 +309,7 @@ def _cases(app: App, relative: str, document: Document, problems: list[SpecError
         problems.extend(schemas.check(_CASE, spec, document, at))
         if isinstance(spec, dict):
             problems.extend(_check_case(app.flows[flow], spec, document, at))
+            problems.extend(_check_data(app, spec, document, at))
         if len(problems) > before:
             continue
         if spec["name"] in names:
@@ -343,6 +359,102 @@ def _hint(name: str, known: Iterable[str]) -> str:
 
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+# --- flow tests: stored data -------------------------------------------------------------
+
+
+def _check_data(app: App, spec: dict[str, Any], document: Document, at: tuple) -> list[SpecError]:
+    """Both ``data`` keys name stored models; each seed object is one the store would take."""
+    problems = []
+    expected = _mapping(spec.get("expect")).get("data")
+    for keys, named in ((("data",), spec.get("data")), (("expect", "data"), expected)):
+        for name in _mapping(named):
+            if (problem := _stored_model_problem(app, name)) is not None:
+                problems.append(SpecError(document.where(*at, *keys, name), f"data: {problem}"))
+    seeded: dict[str, list[dict[str, Any]]] = {}  # model -> the objects seeded before, as stored
+    for name, objects in _mapping(spec.get("data")).items():
+        if _stored_model_problem(app, name) is not None or not isinstance(objects, list):
+            continue
+        for index, values in enumerate(objects):
+            for keys, message in _seed_problems(app.models[name], values, _run_names(app, spec), seeded):
+                problems.append(SpecError(document.where(*at, "data", name, index, *keys), f"data: {message}"))
+    return problems
+
+
+def _stored_model_problem(app: App, name: str) -> str | None:
+    model = app.models.get(name)
+    if model is None:
+        return f"unknown model '{name}'{_hint(name, app.models)}"
+    if model.transient:
+        return f"model '{name}' is transient: its objects are never stored"
+    return None
+
+
+def _seed_problems(model: Model, values: Any, names: Mapping[str, Any],
+                   seeded: dict[str, list[dict[str, Any]]]) -> list[tuple[tuple, str]]:  # fmt: skip
+    """What the store would refuse in one seed object, as (keys in the object, message) pairs.
+
+    The model's own validation and rules word the problems; the database starts empty, so
+    unique values and references are checked against the objects seeded before this one.
+    """
+    if not isinstance(values, dict):
+        return []  # the schema reported it
+    try:
+        clean = model.validate({k: v for k, v in values.items() if k != "_id"}, scope=names)
+        model.check_rules(clean)
+    except ValidationFailed as exc:
+        return [(_keys(item["details"]["field"]), item["message"]) for item in exc.items]
+    clean["_id"] = values.get("_id")
+    problems = list(_conflicts(model, clean, seeded))
+    seeded.setdefault(model.name, []).append(clean)
+    return problems
+
+
+def _conflicts(model: Model, clean: dict[str, Any], seeded: dict[str, list[dict[str, Any]]]) -> Iterable[tuple[tuple, str]]:
+    """A unique value taken, or a reference to no object, among the objects seeded before."""
+    earlier = seeded.get(model.name, [])
+    for name in ("_id", *(name for name, f in model.fields.items() if f.unique)):
+        if clean.get(name) is not None and any(other.get(name) == clean[name] for other in earlier):
+            yield (name,), f"another {model.name} object already has this {name}"
+    for name, f in model.fields.items():
+        value = clean.get(name)
+        if f.type == "reference" and value is not None and all(o["_id"] != value for o in seeded.get(f.model or "", [])):
+            yield (name,), f"field '{name}' refers to a {f.model} object that does not exist (seed it before this one)"
+
+
+def _keys(field: str) -> tuple:
+    """A validation item's field (``address.zip``, ``tags.0``) as document keys."""
+    return tuple(int(part) if part.isdigit() else part for part in field.split(".") if part)
+
+
+async def _seed(store: Store, data: Mapping[str, list[dict[str, Any]]], names: Mapping[str, Any]) -> None:
+    """Store a case's objects through the real store, in the order written."""
+    for model, objects in data.items():
+        for values in objects:
+            fields = {k: v for k, v in values.items() if k != "_id"}
+            await store.create(model, fields, scope=names, id=values.get("_id"))
+
+
+async def _all_objects(store: Store, model: str) -> list[dict[str, Any]]:
+    from flowengine.store.store import MAX_LIMIT
+
+    return await store.find_many(model, limit=MAX_LIMIT)  # a case stores a handful
+
+
+def _objects(model: str, expected: list[dict[str, Any]], stored: list[dict[str, Any]]) -> list[str]:
+    """How the stored objects differ from the expected ones: each expected object is a subset of
+    the stored one it fits best (the one with its ``_id``, if it gives one)."""
+    where = f"data.{model}"
+    if len(stored) != len(expected):
+        summary = [{k: v for k, v in o.items() if k not in ("createdAt", "updatedAt")} for o in stored]
+        return [f"{where}: expected {len(expected)} object(s), {len(stored)} stored: {_show(summary)}"]
+    failures, left = [], list(stored)
+    for index, wanted in enumerate(expected):
+        match = min(left, key=lambda o: (wanted.get("_id", o["_id"]) != o["_id"], len(differences(wanted, o, ""))))
+        left.remove(match)
+        failures.extend(differences(wanted, match, f"{where}[{index}]"))
+    return failures
 
 
 # --- flow tests: fixed function results ---------------------------------------------------
@@ -416,6 +528,7 @@ async def run_case(suite: Suite, case: Case) -> Outcome:
         try:
             for key, value in spec.get("cache", {}).items():
                 await services.cache.set(key, value)
+            await _seed(services.store, spec.get("data", {}), _run_names(app, spec))
             scope: dict[str, Any] = {}
             flow.traces.clear()
             token = _FIXED.set(spec.get("functions", {}))
@@ -431,6 +544,10 @@ async def run_case(suite: Suite, case: Case) -> Outcome:
     return outcome
 
 
+#: bcrypt's lowest cost: a case checks what a hash matches, not how long it took to make.
+_BCRYPT_COST = 4
+
+
 async def _embedded_services(app: App, data_dir: Path) -> Services:
     """The app's services on their embedded defaults, SQLite and files in ``data_dir``."""
     from flowengine.runtime import open_services, start_services
@@ -440,8 +557,11 @@ async def _embedded_services(app: App, data_dir: Path) -> Services:
         settings[service] = {**(settings.get(service) or {}), "url": None}
     for channel in ("sms", "email"):
         settings[channel] = {**(settings.get(channel) or {}), "provider": "outbox"}
-    services = open_services(replace(app, settings=settings), data_dir=data_dir)
+    auth = app.auth and replace(app.auth, bcrypt_cost=_BCRYPT_COST)
+    services = open_services(replace(app, settings=settings, auth=auth), data_dir=data_dir)
     services.settings = app.settings
+    if services.store is not None:  # encrypted fields of an app without auth
+        services.store.bcrypt_rounds = _BCRYPT_COST
     await start_services(services)
     return services
 
@@ -458,7 +578,7 @@ async def _answer(
     params["headers"] = {name.lower(): _text(value) for name, value in spec.get("headers", {}).items()}
     params["body"] = spec.get("body")
     params["client"] = {"ip": spec.get("client", {}).get("ip", "127.0.0.1")}
-    scope.update(params=params, session=spec.get("session"), user=spec.get("user"), env=app.settings.get("env", {}))
+    scope.update(params=params, **_run_names(app, spec))
     timeout = flow.timeout or seconds(limits.get("timeout")) or DEFAULT_TIMEOUT
     try:
         if flow.endpoints and scope["session"] is None and all(e.session == "required" for e in flow.endpoints):
@@ -473,6 +593,11 @@ async def _answer(
     except FlowError as exc:
         return Reply(exc.status, exc.body()), exc
     return (result if isinstance(result, Reply) else Reply(200, result)), None
+
+
+def _run_names(app: App, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What a case's run (and its seeds' defaults) read besides params: session, user, env."""
+    return {"session": spec.get("session"), "user": spec.get("user"), "env": app.settings.get("env", {})}
 
 
 def _text(value: Any) -> Any:
@@ -524,6 +649,8 @@ async def _compare(outcome: Outcome, services: Services, scope: dict[str, Any]) 
             failures.extend(_messages(channel, expect[channel], sent))
     for key, value in expect.get("cache", {}).items():
         failures.extend(differences(value, await services.cache.get(key), f"cache[{key!r}]"))
+    for model, objects in expect.get("data", {}).items():
+        failures.extend(_objects(model, objects, await _all_objects(services.store, model)))
     if failures and "path" not in expect:
         failures.append(f"path taken: {_arrows(outcome.path)}")
     return failures

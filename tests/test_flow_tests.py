@@ -1,8 +1,8 @@
 """flowengine.testing: YAML flow tests, their report, the node harness and the pytest plugin.
 
 tests/apps/flowtests holds one passing case per feature (stubs, fixed functions, outboxes,
-cache entries, sessions, a ``tests:`` list in a flow file); the failure reports are pinned on
-copies with broken expectations, exactly as a builder would read them.
+cache entries, sessions, stored data, a ``tests:`` list in a flow file); the failure reports
+are pinned on copies with broken expectations, exactly as a builder would read them.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ async def test_every_case_of_the_feature_app_passes():
     suite = load_suite(APP)
     out = io.StringIO()
     assert await run_suite(suite, out)
-    assert out.getvalue().endswith("\n11 passed, 0 failed\n")
+    assert out.getvalue().endswith("\n12 passed, 0 failed\n")
     assert "flows/greet.yaml (greet)\n  PASS  greets by name\n" in out.getvalue()  # a flow file's tests: list
 
 
@@ -202,6 +202,127 @@ def test_an_app_without_flow_tests_says_so(tmp_path, capsys):
     assert "no flow tests found" in capsys.readouterr().out
 
 
+# --- stored data -------------------------------------------------------------------------
+
+ACCOUNTS = {
+    "models/accounts.yaml": """\
+        fields:
+          email: { type: email, required: true, unique: true }
+          password: encrypted
+          name: { type: text, length: { max: 20 } }
+        rules:
+          - { check: "this.name != 'root'", message: the name root is reserved, field: name }
+        """,
+    "models/memos.yaml": "fields:\n  author: { type: reference, model: accounts }\n",
+    "models/drafts.yaml": "transient: true\nfields:\n  text: text\n",
+    "flows/sign-in.yaml": """\
+        service: signIn
+        inputs:
+          body: { email: { type: email, required: true }, password: { type: text, required: true } }
+        start: findAccount
+        nodes:
+          findAccount:
+            type: find-one
+            model: accounts
+            where: this.email == params.body.email
+            encrypted: true
+            found: check
+            not_found: check
+          check: { type: condition, if: "ECOMPARE(params.body.password, findAccount.password)", then: welcome, else: denied }
+          welcome: { type: return-success, body: findAccount }
+          denied: { type: return-error, status: 401, code: denied, message: Wrong email or password }
+        """,
+}
+
+
+@pytest.fixture
+def accounts_app(app_copy: Path) -> Path:
+    """The feature app with accounts (unique email, encrypted password, a rule), memos that
+    refer to them, a transient model, and a sign-in flow that checks the password."""
+    for relative, text in ACCOUNTS.items():
+        (app_copy / relative).write_text(textwrap.dedent(text))
+    return app_copy
+
+
+def test_seeded_objects_are_found_by_the_flow_and_their_passwords_hashed(accounts_app, capsys):
+    add_tests(accounts_app, """\
+        flow: signIn
+        cases:
+          - name: the right password of a seeded account
+            data: { accounts: [{ _id: a1, email: Ada@Example.com, password: correct horse, name: Ada }] }
+            body: { email: ada@example.com, password: correct horse }
+            expect: { status: 200, body: { _id: a1, email: ada@example.com, name: Ada }, path: [findAccount, check, welcome] }
+          - name: a wrong one
+            data: { accounts: [{ email: ada@example.com, password: correct horse }] }
+            body: { email: ada@example.com, password: wrong horse }
+            expect: { status: 401, path: [findAccount, check, denied] }
+        """)
+    assert main(["test", str(accounts_app)]) == 0
+    assert capsys.readouterr().out.endswith("\n14 passed, 0 failed\n")
+
+
+def test_expected_data_names_the_object_and_field_that_differ(app_copy, capsys):
+    add_tests(app_copy, """\
+        flow: addNote
+        cases:
+          - name: other texts stored
+            data: { notes: [{ _id: n1, text: buy milk }] }
+            body: { text: call Ada }
+            expect:
+              data: { notes: [{ text: call Bob }, { _id: n1, text: buy bread }] }
+          - name: a note more than expected
+            body: { text: call Ada }
+            expect: { data: { notes: [] }, path: [store, total, done] }
+        """)
+    assert main(["test", str(app_copy)]) == 1
+    out = capsys.readouterr().out
+    assert textwrap.dedent('''\
+        flows/tests/extra.yaml (addNote)
+          FAIL  other texts stored  (flows/tests/extra.yaml:3)
+                data.notes[0].text: expected "call Bob", got "call Ada"
+                data.notes[1].text: expected "buy bread", got "buy milk"
+                path taken: store → total → done
+          FAIL  a note more than expected  (flows/tests/extra.yaml:8)
+                data.notes: expected 0 object(s), 1 stored: [{"_id": ''') in out
+    assert out.endswith("12 passed, 2 failed\n")
+
+
+def test_bad_seed_data_is_reported_with_file_line_and_the_models_own_words(accounts_app, capsys):
+    add_tests(accounts_app, """\
+        flow: signIn
+        cases:
+          - name: bad seeds
+            data:
+              account: [{ email: a@b.co }]
+              drafts: [{ text: never stored }]
+              accounts:
+                - { _id: a1, email: ada@example.com }
+                - { _id: a1, email: ADA@example.com }
+                - { email: not-an-email, nam: Ada }
+                - { email: bob@example.com, name: root }
+                - { name: Eve }
+                - { _id: "", email: eve@example.com }
+              memos: [{ author: a1 }, { author: a9 }]
+            expect:
+              data: { acounts: [] }
+        """)
+    assert main(["test", str(accounts_app)]) == 1
+    assert capsys.readouterr().err == textwrap.dedent("""\
+        flows/tests/extra.yaml:5:7: data: unknown model 'account' (did you mean 'accounts'?)
+        flows/tests/extra.yaml:6:7: data: model 'drafts' is transient: its objects are never stored
+        flows/tests/extra.yaml:9:13: data: another accounts object already has this _id
+        flows/tests/extra.yaml:9:22: data: another accounts object already has this email
+        flows/tests/extra.yaml:10:13: data: field 'email' must be a valid email address
+        flows/tests/extra.yaml:10:34: data: 'nam' is not a field of accounts
+        flows/tests/extra.yaml:11:37: data: the name root is reserved
+        flows/tests/extra.yaml:12:11: data: field 'email' is required
+        flows/tests/extra.yaml:13:13: '_id' "" is not valid: expected non-blank text
+        flows/tests/extra.yaml:14:33: data: field 'author' refers to a accounts object that does not exist (seed it before this one)
+        flows/tests/extra.yaml:16:15: data: unknown model 'acounts' (did you mean 'accounts'?)
+        Error: 11 problems found
+        """)
+
+
 # --- the node harness --------------------------------------------------------------------
 
 
@@ -266,7 +387,7 @@ def test_pytest_collects_the_cases_of_an_app_it_is_pointed_at(app_copy):
         """)
     result = _pytest(str(app_copy), "-rf", cwd=app_copy.parent)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "1 failed, 11 passed" in result.stdout
+    assert "1 failed, 12 passed" in result.stdout
     assert "path: diverged at 'checkPhone': it took 'else' and went to 'badPhone', expected 'makeCode'" in result.stdout
     assert "FAILED app/flows/tests/extra.yaml::wrongly expected" in result.stdout
 
@@ -281,7 +402,7 @@ def test_pytest_leaves_apps_inside_a_test_tree_alone_unless_named(tmp_path):
     assert "1 passed" in result.stdout
     named = _pytest("tests", "--flowengine-app", "tests/apps/fixture", cwd=project)
     assert named.returncode == 1
-    assert "1 failed, 12 passed" in named.stdout
+    assert "1 failed, 13 passed" in named.stdout
 
 
 def test_pytest_reports_a_broken_test_file_as_a_collection_error(app_copy):

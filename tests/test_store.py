@@ -114,6 +114,13 @@ async def test_create_returns_the_stored_object(store):
     assert read["score"] == 2.0 and read["active"] is True
 
 
+async def test_only_the_id_argument_chooses_an_objects_id(store):
+    created = await store.create("users", {"email": "ann@example.com"}, id="u1")
+    assert created["_id"] == "u1" and await store.get("users", "u1") == created
+    refused = await raises(lambda: store.create("users", {"_id": "u2", "email": "bob@example.com"}), ValidationFailed)
+    assert refused.message == "'_id' is not a field of users"  # what a client or flow sends is values
+
+
 async def test_get_of_a_missing_or_odd_id_is_none(store):
     assert await store.get("users", "nope") is None
     assert await store.get("users", {"$ne": 1}) is None

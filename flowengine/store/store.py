@@ -162,15 +162,21 @@ class Store:
 
     # --- writes
 
-    async def create(self, model: str, values: Any, *, scope: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Validate and store a new object; a transient model's object is validated only."""
+    async def create(self, model: str, values: Any, *, scope: Mapping[str, Any] | None = None,
+                     id: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """Validate and store a new object; a transient model's object is validated only.
+
+        ``id`` chooses the new object's ``_id`` instead of a random one, for flow tests that
+        seed objects their cases refer to. No client or flow reaches it: ``_id`` is no field,
+        so values that hold one fail validation.
+        """
         definition = self._model(model)
         clean = definition.validate(values, scope=scope)
         definition.check_rules(clean)
         if definition.transient:
             return clean
         now = self._now()
-        row = {"_id": secrets.token_hex(12), "createdAt": now, "updatedAt": now}
+        row = {"_id": id or secrets.token_hex(12), "createdAt": now, "updatedAt": now}
         row.update({name: clean.get(name) for name in definition.fields})
         await self._hash(definition, row)
         statement = self._cached(("insert", model), lambda: self._insert(definition))
