@@ -49,7 +49,7 @@ def set_phone(services: Services) -> Callable[[Request], Awaitable[Response]]:
                 message = f"Not a mobile number in international form (like +14155552671): {phone}"
                 raise FlowError("invalid_phone_number", message, status=400)
             if refuse is not None:
-                refuse(phone)
+                await refuse(phone)
             issued = await codes.issue("phone-verify", str(user["_id"]), phone, str(user["_id"]), POLICY)
             body = f"Your verification code is {issued['code']}. It expires in 5 minutes."
             await services.sms.send(issued["destination"], body)

@@ -22,9 +22,20 @@ async def hit(cache: Any, key: str, limit: int, window: float, message: str | No
     """Count one hit on ``key``; over ``limit`` hits in the window, a 429 with ``retryAfter``."""
     count = await cache.increment(key, 1, ttl=window)
     if count > limit:
-        left = await cache.ttl(key)
-        raise too_many(left if left is not None else window, message)
+        raise await _refusal(cache, key, window, message)
     return count
+
+
+async def peek(cache: Any, key: str, limit: int, window: float, message: str | None = None) -> None:
+    """The 429 that the next hit on ``key`` would get, raised now and counting nothing."""
+    count = await cache.get(key)
+    if isinstance(count, int) and count >= limit:
+        raise await _refusal(cache, key, window, message)
+
+
+async def _refusal(cache: Any, key: str, window: float, message: str | None) -> FlowError:
+    left = await cache.ttl(key)  # the counter's window ends when it expires
+    return too_many(left if left is not None else window, message)
 
 
 def too_many(retry_after: float, message: str | None = None) -> FlowError:

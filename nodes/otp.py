@@ -42,7 +42,7 @@ async def otp_issue(ctx, params):
     to = params["to"]
     refuse = getattr(ctx.sms, "check", None) if params["channel"] == "sms" else None
     if refuse is not None:
-        refuse(str(to))  # e.g. a country the app does not text: nothing is stored or counted
+        await refuse(str(to))  # a country the app does not text, a spent budget: nothing is stored or counted
     handle = params.get("handle") or to
     return "next", await _codes(ctx).issue(params["purpose"], str(params["user"]), str(to), str(handle), policy)
 

@@ -131,6 +131,8 @@ def _problems(tmp_path: Path, settings: str, environ: dict[str, str]) -> list[st
         ("auth: {session: {idle: '${IDLE}'}}", {"IDLE": "15m"}, ("auth", "session", "idle"), "15m"),
         ("auth: {password: {bcrypt_cost: '${COST:-12}'}}", {}, ("auth", "password", "bcrypt_cost"), 12),
         ("auth: {password: {bcrypt_cost: '${COST:-12}'}}", {"COST": "10"}, ("auth", "password", "bcrypt_cost"), 10),
+        ("sms: {limits: {per_hour: '${PER_HOUR:-30}'}}", {}, ("sms", "limits", "per_hour"), 30),
+        ("sms: {twilio: {timeout: '${TWILIO_TIMEOUT}'}}", {"TWILIO_TIMEOUT": "2.5"}, ("sms", "twilio", "timeout"), 2.5),
     ],
 )
 def test_a_whole_reference_takes_the_type_its_setting_wants(

@@ -137,6 +137,62 @@ async def test_allowed_countries_stop_a_number_before_twilio(twilio, cache):
     assert twilio.requests == []
 
 
+# --- the app's SMS budget (security O9, O10) ----------------------------------------------
+
+
+def block(i: int) -> str:
+    """A US number in its own block of 1,000 numbers (the block is all but the last 3 digits)."""
+    return f"+1415555{i:02d}00"
+
+
+@pytest.mark.anyio
+async def test_twilio_sends_at_most_the_hourly_budget(twilio, shared_cache):
+    sms = open_sms(twilio_settings(twilio), shared_cache)  # a paid provider: 30 texts an hour by default
+    for i in range(30):
+        await sms.send(block(i), "code")
+    with pytest.raises(FlowError) as caught:
+        await sms.send(block(30), "code")
+    assert (caught.value.status, caught.value.code) == (429, "too_many_requests")
+    assert 3500 < caught.value.details["retryAfter"] <= 3600
+    assert len(twilio.requests) == 30
+
+
+@pytest.mark.anyio
+async def test_twilio_texts_one_block_of_numbers_at_most_20_times_a_day(twilio, shared_cache):
+    sms = open_sms(twilio_settings(twilio), shared_cache)
+    for i in range(20):
+        await sms.send(f"+1415555{i:04d}", "code")  # +14155550000 ... +14155550019: one block
+    with pytest.raises(FlowError) as caught:
+        await sms.send("+14155550999", "code")
+    assert caught.value.status == 429 and 86_000 < caught.value.details["retryAfter"] <= 86_400
+    await sms.send("+14155551000", "code")  # the next block
+    assert len(twilio.requests) == 21
+
+
+@pytest.mark.anyio
+async def test_check_refuses_a_spent_budget_without_spending_any(twilio, cache):
+    sms = open_sms({**twilio_settings(twilio), "limits": {"per_hour": 2, "per_prefix_per_day": None}}, cache)
+    for _ in range(10):
+        await sms.check(US)  # asking costs nothing
+    await sms.send(block(1), "code")
+    await sms.send(block(2), "code")
+    with pytest.raises(FlowError) as caught:
+        await sms.check(block(3))
+    assert caught.value.status == 429 and len(twilio.requests) == 2
+
+
+@pytest.mark.anyio
+async def test_the_outbox_has_no_budget_unless_the_app_sets_one(cache):
+    free = open_sms(None, cache)
+    for i in range(40):
+        await free.send(block(i % 2), "code")
+    limited = open_sms({"limits": {"per_hour": None, "per_prefix_per_day": 3}}, open_cache(None, "test-sms-limited"))
+    for _ in range(3):
+        await limited.send(US, "code")
+    with pytest.raises(FlowError):
+        await limited.send(US, "code")
+
+
 # --- Twilio -------------------------------------------------------------------------------
 
 
@@ -220,6 +276,10 @@ async def test_twilio_send_leaves_the_event_loop_free(twilio, cache):
         ({"allowed_countries": ["US", "XX"]}, "sms.allowed_countries: unknown country code(s) XX"),
         ({"allowed_countries": "US"}, "sms.allowed_countries must be a list of ISO codes, not 'US'"),
         ({"keep": 0}, "sms.keep must be a positive integer, not 0"),
+        ({"limits": {"per_day": 5}}, "sms.limits must have per_hour and/or per_prefix_per_day, not {'per_day': 5}"),
+        ({"limits": {"per_hour": 0}}, "sms.limits.per_hour must be a whole number from 1, or null for no limit, not 0"),
+        ({"limits": {"per_prefix_per_day": "20"}},
+         "sms.limits.per_prefix_per_day must be a whole number from 1, or null for no limit, not '20'"),
     ],
 )
 def test_bad_settings_fail_when_the_provider_is_opened(settings, message):

@@ -354,6 +354,18 @@ async def test_a_refused_number_leaves_the_pending_code_alone(two_factor_app: Tw
     assert [key for key, _ in await app.cache_entries() if FOREIGN_PHONE in key] == []
 
 
+@on_both_caches
+async def test_a_spent_sms_budget_refuses_before_any_code_is_made(two_factor_app: TwoFactorApp) -> None:
+    app = two_factor_app
+    user = await app.verified_user()
+    for _ in range(30):  # what 30 texts this hour have counted (Twilio's default budget)
+        await app.services.cache.increment("sms-budget", ttl=3600)
+    refused = await app.set_phone(user, PHONE)
+    assert error_of(refused) == (429, "too_many_requests") and 3500 < int(refused.headers["Retry-After"]) <= 3600
+    assert app.twilio.requests == []
+    assert [key for key, _ in await app.cache_entries() if PHONE in key] == []  # no challenge, no send counted
+
+
 # --- hardening: nothing leaks -------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ of failing on its first sign-in.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,6 +19,7 @@ from twilio.base.exceptions import TwilioException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from flowengine import limits
 from flowengine.errors import FlowError
 from flowengine.phones import phone
 from flowengine.messaging.outbox import DEFAULT_KEEP, SmsOutbox
@@ -26,10 +28,12 @@ log = logging.getLogger("flowengine.sms")
 
 PROVIDERS = ("outbox", "twilio")
 DEFAULT_TIMEOUT = 10.0
+HOUR, DAY = 3600.0, 86400.0
 
 
 def open_sms(settings: dict[str, Any] | None, cache: Any) -> Any:
-    """The SMS provider the ``sms`` settings ask for (the outbox when there are none)."""
+    """The SMS provider the ``sms`` settings ask for (the outbox when there are none), behind
+    the app's rules: the countries it may text and how many texts it may send."""
     settings = settings or {}
     provider = settings.get("provider") or "outbox"
     if provider == "outbox":
@@ -40,32 +44,85 @@ def open_sms(settings: dict[str, Any] | None, cache: Any) -> Any:
         choices = ", ".join(PROVIDERS)
         raise ValueError(f"sms.provider: unknown provider {provider!r} (expected one of {choices})")
     countries = allowed_countries(settings.get("allowed_countries"))
-    return CountryFilter(sender, countries) if countries else sender
+    budget = send_limits(settings.get("limits"), paid=provider != "outbox")
+    return SmsRules(sender, cache, countries, budget) if countries or budget else sender
 
 
-class CountryFilter:
-    """Refuses numbers outside the allowed countries before any provider is paid to try.
+@dataclass(frozen=True)
+class SendLimits:
+    """How many texts the app may send: a budget per hour, and per block of 1,000 numbers a day."""
 
-    SMS pumping fraud sends codes to premium numbers abroad; an allow-list is the cheap cure.
+    per_hour: int | None = 30
+    per_prefix_per_day: int | None = 20
+
+
+class SmsRules:
+    """The provider behind the app's rules, checked before any provider is paid to try.
+
+    SMS pumping fraud sends codes to premium numbers: a country allow-list is the cheap cure.
+    A budget per hour caps what a bot can spend anyway, and a cap per block of 1,000 numbers
+    (the number without its last three digits) stops one range from being milked.
     """
 
-    def __init__(self, provider: Any, countries: frozenset[str]) -> None:
+    def __init__(self, provider: Any, cache: Any, countries: frozenset[str], budget: SendLimits | None) -> None:
         self.provider = provider
+        self.cache = cache
         self.countries = countries
+        self.budget = budget
 
-    def check(self, to: str) -> None:
-        """Refuse a number outside the allowed countries (before anything is prepared for it)."""
+    async def check(self, to: str) -> None:
+        """Refuse a number the app may not text now (its country, or a spent budget), counting nothing."""
+        self._check_country(to)
+        for key, limit, window, message in self._counters(to):
+            await limits.peek(self.cache, key, limit, window, message)
+
+    async def send(self, to: str, body: str) -> dict[str, Any]:
+        self._check_country(to)
+        for key, limit, window, message in self._counters(to):
+            await limits.hit(self.cache, key, limit, window, message)
+        return await self.provider.send(to, body)
+
+    def _check_country(self, to: str) -> None:
+        if not self.countries:
+            return
         country = country_of(to)
         if country not in self.countries:
             raise FlowError("sms_country_not_allowed", "SMS to this country is not allowed",
                             status=400, details={"country": country})
 
-    async def send(self, to: str, body: str) -> dict[str, Any]:
-        self.check(to)
-        return await self.provider.send(to, body)
+    def _counters(self, to: str) -> list[tuple[str, int, float, str]]:
+        """(key, limit, window, message) of each budget a text to ``to`` spends."""
+        if self.budget is None:
+            return []
+        counters = []
+        if self.budget.per_prefix_per_day:  # narrowest first: it refuses without spending the hour's budget
+            counters.append((f"sms-prefix:{_block(to)}", self.budget.per_prefix_per_day, DAY,
+                             "Too many texts went to numbers like this one today"))  # fmt: skip
+        if self.budget.per_hour:
+            counters.append(("sms-budget", self.budget.per_hour, HOUR, "The app has sent all the texts it may send this hour"))
+        return counters
 
     async def close(self) -> None:
         await self.provider.close()
+
+
+def _block(number: str) -> str:
+    """The block of 1,000 numbers ``number`` is in: its international form without the last 3 digits."""
+    facts = phone(number)
+    return (facts.e164 if facts is not None else number.strip())[:-3]
+
+
+def send_limits(settings: Any, paid: bool) -> SendLimits | None:
+    """The ``limits`` setting (``per_hour``, ``per_prefix_per_day``; null lifts one). A paid
+    provider gets the defaults; the outbox, which costs nothing, none unless asked."""
+    if settings is None:
+        return SendLimits() if paid else None
+    if not isinstance(settings, dict) or set(settings) - {"per_hour", "per_prefix_per_day"}:
+        raise ValueError(f"sms.limits must have per_hour and/or per_prefix_per_day, not {settings!r}")
+    for name, value in settings.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"sms.limits.{name} must be a whole number from 1, or null for no limit, not {value!r}")
+    return SendLimits(**{**asdict(SendLimits()), **settings})
 
 
 def allowed_countries(codes: Any) -> frozenset[str]:
