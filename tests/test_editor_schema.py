@@ -94,8 +94,10 @@ def test_the_published_flow_schema_is_left_as_it_is() -> None:
     assert schema("flow")["properties"]["nodes"]["additionalProperties"]["required"] == ["type"]
 
 
-def test_app_is_the_published_schema() -> None:
-    assert editor_schema("app") == schema("app")
+def test_the_published_app_schema_is_left_as_it_is() -> None:
+    editor_schema("app")
+    cost = schema("app")["properties"]["auth"]["properties"]["password"]["properties"]["bcrypt_cost"]
+    assert (cost["type"], "pattern" in cost) == ("integer", False)  # check converts; it takes no text here
 
 
 def test_model_is_the_published_schema() -> None:
@@ -269,3 +271,47 @@ def test_the_readme_snippet_saves_the_apps_schemas(shout_app: Path) -> None:
     assert saved == {f"{kind}.schema.json" for kind in ("app", "model", "flow", "test")}
     flow_schema = json.loads((shout_app / ".schemas" / "flow.schema.json").read_text())
     assert list(jsonschema.Draft202012Validator(flow_schema).iter_errors(yaml.safe_load(LOUD))) == []
+
+
+# --- app.yaml: a whole ${VAR} where a setting is typed ------------------------------------
+
+TYPED_BY_REFERENCES = {
+    "name": "typed",
+    "auth": {"password": {"bcrypt_cost": "${BCRYPT_COST:-12}"}},
+    "sms": {"limits": {"per_hour": "${X}"}},
+    "cors": {"credentials": "${C}"},
+    "limits": {"timeout": "${TIMEOUT:-}"},  # a duration: a number, or text like 2s
+}
+
+
+@pytest.fixture
+def app_validator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> jsonschema.Draft202012Validator:
+    monkeypatch.chdir(tmp_path)
+    return printed_validator(["schema", "app"], capsys)
+
+
+def test_the_app_schema_takes_a_whole_reference_where_a_setting_is_typed(
+    app_validator: jsonschema.Draft202012Validator,
+) -> None:
+    assert messages(app_validator, TYPED_BY_REFERENCES) == []
+    assert messages(app_validator, {**TYPED_BY_REFERENCES, "auth": {"password": {"bcrypt_cost": 12}}}) == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["twelve", "${A}${B}", "12${A}", "${A", "$A", "${1X}", "${A:-1}2}", "${A:-1\n}"],
+)
+def test_the_app_schema_still_refuses_text_that_is_no_whole_reference(
+    app_validator: jsonschema.Draft202012Validator, value: str
+) -> None:
+    app = {"name": "typed", "auth": {"password": {"bcrypt_cost": value}}}
+    (message,) = messages(app_validator, app)
+    assert message.startswith(f"{value!r} does not match ")
+
+
+def test_the_app_schema_still_checks_a_typed_value(app_validator: jsonschema.Draft202012Validator) -> None:
+    assert messages(app_validator, {"name": "typed", "auth": {"password": {"bcrypt_cost": 3}}}) == [
+        "3 is less than the minimum of 4"
+    ]

@@ -157,6 +157,10 @@ def test_header_injection_is_refused():
          "email.smtp: set both user and password, or neither"),
         ({"provider": "smtp", "from": SENDER, "smtp": {"host": "h", "port": "x"}},
          "email.smtp.port must be a positive number, not 'x'"),
+        ({"provider": "smtp", "from": SENDER, "smtp": {"host": "h", "port": "587"}},  # loading makes ${VAR} a number
+         "email.smtp.port must be a positive number, not '587'"),
+        ({"provider": "smtp", "from": SENDER, "smtp": {"host": "h", "timeout": float("nan")}},  # YAML's .nan
+         "email.smtp.timeout must be a positive number, not nan"),
         ({"keep": -1}, "email.keep must be a positive integer, not -1"),
     ],
 )

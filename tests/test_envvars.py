@@ -133,6 +133,10 @@ def _problems(tmp_path: Path, settings: str, environ: dict[str, str]) -> list[st
         ("auth: {password: {bcrypt_cost: '${COST:-12}'}}", {"COST": "10"}, ("auth", "password", "bcrypt_cost"), 10),
         ("sms: {limits: {per_hour: '${PER_HOUR:-30}'}}", {}, ("sms", "limits", "per_hour"), 30),
         ("sms: {twilio: {timeout: '${TWILIO_TIMEOUT}'}}", {"TWILIO_TIMEOUT": "2.5"}, ("sms", "twilio", "timeout"), 2.5),
+        ("email: {smtp: {port: '${SMTP_PORT:-587}'}}", {}, ("email", "smtp", "port"), 587),
+        ("email: {smtp: {port: '${SMTP_PORT:-587}'}}", {"SMTP_PORT": "2525"}, ("email", "smtp", "port"), 2525),
+        ("email: {smtp: {timeout: '${SMTP_TIMEOUT}'}}", {"SMTP_TIMEOUT": "0.5"}, ("email", "smtp", "timeout"), 0.5),
+        ("email: {smtp: {password: '${PASSWORD}'}}", {"PASSWORD": "123456"}, ("email", "smtp", "password"), "123456"),
     ],
 )
 def test_a_whole_reference_takes_the_type_its_setting_wants(

@@ -7,6 +7,7 @@ or a missing SMTP host fails the load, not the first password reset.
 from __future__ import annotations
 
 import logging
+import math
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -61,15 +62,19 @@ def smtp_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _positive(value: Any, default: Any, key: str, kind: type) -> Any:
+    """``value`` as a positive ``kind`` (int or float), ``default`` when unset.
+
+    Text is refused, not parsed: loading app.yaml already made a whole ``${VAR}`` the number
+    its schema wants, and a second, looser parse here would let through what ``check``
+    refuses. NaN and infinity are refused too: YAML's ``.nan`` and ``.inf`` pass the schema,
+    but no socket takes them.
+    """
     if value in (None, ""):
         return default
-    try:
-        number = kind(value)
-        if isinstance(value, bool) or number <= 0:
-            raise ValueError(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"email.smtp.{key} must be a positive number, not {value!r}") from None
-    return number
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (is_number and math.isfinite(value) and value > 0 and kind(value) == value):
+        raise ValueError(f"email.smtp.{key} must be a positive number, not {value!r}")
+    return kind(value)
 
 
 class SmtpEmail:

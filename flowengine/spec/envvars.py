@@ -24,6 +24,10 @@ from flowengine.errors import SpecError
 from flowengine.spec.yamlfile import Document
 
 _REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}|\$\{[^}$\s]*\}?")
+#: A value that is exactly one reference, as ``_whole_reference`` reads one, in the JSON
+#: Schema (ECMA) dialect: ``flowengine schema app`` gives it to editors for typed settings.
+#: A default ends at the first ``}`` and has no line break, as ``.*?`` above reads it.
+WHOLE_REFERENCE_PATTERN = r"^\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}\n]*)?\}$"
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,8 @@ _CONVERSIONS: dict[str, tuple[Callable[[str], Any], str]] = {
     "number": (_number, "a number"),
     "boolean": (_boolean, "true or false (also 1 or 0)"),
 }
+#: The schema types a whole reference may become.
+CONVERTIBLE_TYPES = frozenset(_CONVERSIONS)
 
 
 def _put(data: Any, path: tuple, value: Any) -> None:

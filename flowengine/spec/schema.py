@@ -18,6 +18,7 @@ import jsonschema
 
 from flowengine.errors import SpecError
 from flowengine.registry import NodeType, Registry
+from flowengine.spec import envvars
 from flowengine.spec.yamlfile import Document
 
 SCHEMA_URL = "https://flowengine.dev/schemas/{}.schema.json"
@@ -169,14 +170,35 @@ def editor_schema(name: str, registry: Registry | None = None) -> dict[str, Any]
     from ``load_registry``) or, without one, every installed type (``Registry.default()``):
     ``type`` completes from the known names, and once it is set the node's params, outputs
     and their descriptions do.
+
+    The app schema also takes a whole ``${VAR}`` where a setting is typed: loading turns it
+    into the integer, number or boolean wanted there, so an editor must not flag it.
     """
     if name not in EDITOR_SCHEMAS:
         raise ValueError(f"no schema named {name!r}; choose one of {', '.join(EDITOR_SCHEMAS)}")
+    if name == "app":
+        return _taking_references(schema(name))
     published = copy.deepcopy(schema(name))
     if name == "flow":
         types = sorted(registry if registry is not None else Registry.default(), key=lambda t: t.name)
         published["properties"]["nodes"]["additionalProperties"] = _any_node(types)
     return published
+
+
+def _taking_references(node: Any) -> Any:
+    """A copy of schema ``node`` where each integer, number or boolean may also be text that
+    is exactly one ``${VAR}`` (text it already takes is left as it is)."""
+    if isinstance(node, list):
+        return [_taking_references(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    copied = {key: _taking_references(value) for key, value in node.items()}
+    kinds = node.get("type")  # a dict here is a property named 'type', not a schema keyword
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    if isinstance(kinds, list) and envvars.CONVERTIBLE_TYPES & set(kinds) and "string" not in kinds:
+        copied["type"] = [*kinds, "string"]
+        copied["pattern"] = envvars.WHOLE_REFERENCE_PATTERN  # checks strings only: numbers pass as before
+    return copied
 
 
 def _any_node(types: list[NodeType]) -> dict[str, Any]:
