@@ -109,6 +109,74 @@ class Cache(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    def space(self, name: str) -> Cache:
+        """A part of this cache whose keys no other part can name (see ``CacheSpace``)."""
+        return CacheSpace(self, name)
+
+
+class CacheSpace(Cache):
+    """A view of a cache under one more prefix: ``space.get("k")`` reads ``{name}:k``.
+
+    The Altogic cache API lets any signed-in client read and change any key it names, so it
+    gets a space of its own: sessions, codes, rate limits and flows' entries stay out of reach.
+    """
+
+    def __init__(self, cache: Cache, name: str) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise ValueError(f"a cache space name takes letters, digits, - and _, not {name!r}")
+        self.cache = cache
+        self.prefix = f"{name}:"
+
+    async def get(self, key: str) -> Any | None:
+        return await self.cache.get(self.prefix + key)
+
+    async def get_many(self, keys: list[str]) -> list[Any | None]:
+        return await self.cache.get_many([self.prefix + key for key in keys])
+
+    async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        await self.cache.set(self.prefix + key, value, ttl)
+
+    async def take(self, key: str) -> Any | None:
+        return await self.cache.take(self.prefix + key)
+
+    async def delete(self, *keys: str) -> int:
+        return await self.cache.delete(*(self.prefix + key for key in keys))
+
+    async def exists(self, key: str) -> bool:
+        return await self.cache.exists(self.prefix + key)
+
+    async def increment(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        return await self.cache.increment(self.prefix + key, amount, ttl)
+
+    async def expire(self, key: str, ttl: float) -> bool:
+        return await self.cache.expire(self.prefix + key, ttl)
+
+    async def ttl(self, key: str) -> float | None:
+        return await self.cache.ttl(self.prefix + key)
+
+    async def keys(
+        self, pattern: str = "*", cursor: str | None = None, count: int = 100
+    ) -> tuple[list[str], str | None]:
+        found, cursor = await self.cache.keys(self.prefix + pattern, cursor, count)  # the name has no glob characters
+        return [key[len(self.prefix) :] for key in found], cursor
+
+    async def stats(self) -> dict[str, Any]:
+        count, cursor = 0, None
+        while True:
+            found, cursor = await self.keys("*", cursor, 1000)
+            count += len(found)
+            if cursor is None:
+                return {**await self.cache.stats(), "keys": count}
+
+    async def push(self, key: str, value: Any, keep: int) -> None:
+        await self.cache.push(self.prefix + key, value, keep)
+
+    async def items(self, key: str) -> list[Any]:
+        return await self.cache.items(self.prefix + key)
+
+    async def close(self) -> None:
+        """The cache it is a view of is closed by its owner."""
+
 
 def open_cache(url: str | None, namespace: str) -> Cache:
     """The cache an app's ``cache.url`` names: empty for in-process, else a Redis URL."""

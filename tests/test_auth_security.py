@@ -8,7 +8,9 @@ Redis (the limits and one-time tokens live there).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import secrets
 import threading
 from typing import Any
 
@@ -44,6 +46,22 @@ def bcrypt_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 # --- one-time tokens ------------------------------------------------------------------------------
+
+
+async def test_a_token_forged_through_the_cache_api_signs_nobody_in(auth_apps) -> None:
+    """The cache API lets any session store any key: it must not reach the engine's own keys."""
+    app: AuthApp = await auth_apps()
+    victim = (await app.confirmed_user(new_email("victim")))["user"]
+    mallory = (await app.confirmed_user(new_email("mallory")))["session"]["token"]
+    token = secrets.token_urlsafe(32)
+    forged = {"userId": victim["_id"], "expires": app.clock() + 3600, "purpose": "grant"}
+    for purpose in ("magic", "grant"):
+        key = f"auth:token:{purpose}:{hashlib.sha256(token.encode()).hexdigest()}"
+        stored = await app.call("POST", "/_api/rest/v1/cache", json={"key": key, "value": forged},
+                                headers={"Session": mallory})  # fmt: skip
+        assert stored.status_code == 200
+    granted = await app.call("GET", f"grant?key={token}")
+    assert granted.status_code == 400 and errors_of(granted)[0][0] == "invalid_access_token"
 
 
 async def test_a_thousand_concurrent_redemptions_of_one_magic_link_make_exactly_one_session(auth_apps) -> None:

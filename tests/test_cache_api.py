@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse
 
 from flowengine.cache import MemoryCache, RedisCache
 from flowengine.errors import FlowError
-from flowengine.http.cache_api import PREFIX, cache_routes
+from flowengine.http.cache_api import CLIENT_SPACE, PREFIX, cache_routes
 
 pytestmark = pytest.mark.anyio
 
@@ -40,7 +40,8 @@ def _client(cache, **options) -> httpx.AsyncClient:
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def cache(request):
+async def root(request):
+    """The app's whole cache, as the engine and the flows use it."""
     namespace = f"fe-api-test-{uuid.uuid4().hex[:12]}"
     if request.param == "memory":
         yield MemoryCache(namespace)
@@ -55,8 +56,14 @@ async def cache(request):
 
 
 @pytest.fixture
-async def api(cache):
-    async with _client(cache) as client:
+def cache(root):
+    """The part of the cache the API works in."""
+    return root.space(CLIENT_SPACE)
+
+
+@pytest.fixture
+async def api(root):
+    async with _client(root) as client:
         yield client
 
 
@@ -195,6 +202,34 @@ async def test_stats_count_the_keys(api, cache):
     assert stats["keys"] == 2
 
 
+# -- the client's space ------------------------------------------------------------------
+
+ENGINE_KEYS = {"auth:token:magic:abc": {"userId": "victim"}, "otp-tries:ch1": 5, "sms-budget": 30, "rate:x": 9}
+
+
+async def test_the_api_cannot_name_what_the_engine_keeps(api, root):
+    for key, value in ENGINE_KEYS.items():
+        await root.set(key, value)
+    forged = {"key": "auth:token:magic:forged", "value": {"userId": "victim", "expires": 4e9}}
+    assert (await api.post(PREFIX, json=forged)).status_code == 200
+    for key in ENGINE_KEYS:
+        assert (await api.get(PREFIX, params={"key": key})).json() is None
+    await api.request("DELETE", PREFIX, json={"keys": list(ENGINE_KEYS)})
+    await api.post(PREFIX + "/increment", json={"key": "otp-tries:ch1", "increment": -5})
+    listed = (await api.post(PREFIX + "/list-keys", json={"pattern": "*", "next": None})).json()
+    assert sorted(item["key"] for item in listed["data"]) == ["auth:token:magic:forged", "otp-tries:ch1"]
+    assert (await api.get(PREFIX + "/stats")).json()["keys"] == 2
+    assert {key: await root.get(key) for key in ENGINE_KEYS} == ENGINE_KEYS  # untouched
+    assert await root.get("auth:token:magic:forged") is None  # the forgery went to the client's space
+
+
+async def test_a_body_over_16_kib_is_refused_before_it_is_read_whole(api, cache):
+    response = await api.post(PREFIX, content=b'{"key": "k", "value": "' + b"x" * 20_000 + b'"}',
+                              headers={"Content-Type": "application/json"})  # fmt: skip
+    assert response.status_code == 413
+    assert await cache.get("k") is None
+
+
 # -- bad requests ----------------------------------------------------------------------
 
 LONG_KEY = "k" * 251
@@ -255,8 +290,8 @@ async def test_incrementing_a_non_number_is_a_conflict(api, cache):
     assert _error(response)["code"] == "cache_not_integer"
 
 
-async def test_the_value_size_limit_is_configurable(cache):
-    async with _client(cache, max_value_bytes=12) as api:
+async def test_the_value_size_limit_is_configurable(root, cache):
+    async with _client(root, max_value_bytes=12) as api:
         assert (await api.post(PREFIX, json={"key": "k", "value": "x" * 10})).status_code == 200  # 12 bytes
         response = await api.post(PREFIX, json={"key": "k", "value": "x" * 11})
         assert response.status_code == 400

@@ -2,6 +2,11 @@
 
 Every route first calls ``authorize(request)`` (a session or an API key, checked by the app)
 and raises ``FlowError`` for every failure; the app renders it as ``{"errors": [...]}``.
+
+Any signed-in client may read and change any key it names (Altogic's contract), so the API
+works in a space of the app's cache of its own (``client:``): what the engine and the flows
+keep there (sessions, one-time codes, rate limits, the outbox) cannot be named from outside.
+Bodies are small JSON objects, refused beyond ``MAX_BODY_BYTES``.
 The routes carry their full paths: a Starlette ``Mount`` would answer the client's bare
 ``/_api/rest/v1/cache`` with a redirect.
 """
@@ -9,6 +14,7 @@ The routes carry their full paths: a Starlette ``Mount`` would answer the client
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any, Awaitable, Callable
 from urllib.parse import unquote_to_bytes
 
@@ -18,12 +24,16 @@ from starlette.routing import Route
 
 from flowengine.cache import Cache, encode
 from flowengine.errors import FlowError, ValidationFailed
+from flowengine.http.requests import read_body
 
 PREFIX = "/_api/rest/v1/cache"
 MAX_KEY_LENGTH = 250
 #: Altogic's free-plan limit per key.
 MAX_VALUE_BYTES = 5 * 1024
 PAGE_SIZE = 100
+#: A key, a value and a ttl, with room to spare (or twice the value limit, when that is more).
+MAX_BODY_BYTES = 16 * 1024
+CLIENT_SPACE = "client"
 
 Authorize = Callable[[Request], Awaitable[None]]
 Handler = Callable[[Request], Awaitable[Any]]
@@ -33,6 +43,11 @@ def cache_routes(
     cache: Cache, authorize: Authorize, *, max_value_bytes: int = MAX_VALUE_BYTES, prefix: str = PREFIX
 ) -> list[Route]:
     """The cache API's routes; add them to the app's routes as they are (not under a Mount)."""
+    cache = cache.space(CLIENT_SPACE)
+    body_limit = max(MAX_BODY_BYTES, 2 * max_value_bytes)
+
+    async def _body(request: Request) -> dict[str, Any]:
+        return await _json_object(request, body_limit)
 
     def route(path: str, method: str, handler: Handler) -> Route:
         @functools.wraps(handler)
@@ -124,9 +139,9 @@ def _query_value(request: Request, name: str) -> str | None:
     return None
 
 
-async def _body(request: Request) -> dict[str, Any]:
+async def _json_object(request: Request, limit: int) -> dict[str, Any]:
     try:
-        body = await request.json()
+        body = json.loads(await read_body(request, limit))
     except ValueError:  # empty, not JSON, or not UTF-8
         body = None
     if not isinstance(body, dict):
