@@ -29,7 +29,8 @@ def _substitute(text: str, environ: dict[str, str]) -> tuple[object, list[str]]:
         ("${HOST}:${PORT}", {"HOST": "db", "PORT": "5432"}, "db:5432"),
         ("${PORT:-8000}", {}, "8000"),
         ("${PORT:-8000}", {"PORT": "9000"}, "9000"),
-        ("${PORT:-8000}", {"PORT": ""}, ""),
+        ("${PORT:-8000}", {"PORT": ""}, "8000"),  # as in the shell: empty takes the default
+        ("${TOKEN}", {"TOKEN": ""}, ""),
         ("${REDIS_URL:-}", {}, ""),
         ("${URL:-redis://localhost:6379/0}", {}, "redis://localhost:6379/0"),
         ("price: $$5", {}, "price: $5"),

@@ -1,7 +1,8 @@
 """``${VAR}`` and ``${VAR:-default}`` in app settings, so secrets live in the environment.
 
 A reference to a variable that is unset and has no default is a check error at the line
-that uses it. ``$$`` writes a literal dollar sign. A ``${`` that forms no reference
+that uses it; as in the shell, a default also stands in for a variable set to nothing
+(``SMTP_SECURITY=`` gives ``${SMTP_SECURITY:-starttls}`` its default). ``$$`` writes a literal dollar sign. A ``${`` that forms no reference
 (``${SECRET`` unclosed, ``${1X}``) is a check error too, never text that slips through.
 
 The environment only holds text, so a value that is exactly one reference (``bcrypt_cost:
@@ -36,7 +37,7 @@ class WholeReference:
 
     name: str
     text: str
-    defaulted: bool  # the variable is unset, so the text is the reference's default
+    defaulted: bool  # the variable is unset or empty, so the text is the reference's default
 
     def mismatch(self, path: tuple, expected: str) -> str:
         shown = _shown(self.text)
@@ -99,7 +100,7 @@ class _Substitution:
         expanded = _REFERENCE.sub(lambda match: self.replace(match, path), text)
         whole = _whole_reference(text)
         if whole and (whole[1] in self.environ or whole[2] is not None):  # an unset one is reported already
-            self.wholes[path] = WholeReference(whole[1], expanded, defaulted=whole[1] not in self.environ)
+            self.wholes[path] = WholeReference(whole[1], expanded, defaulted=whole[2] is not None and not self.environ.get(whole[1]))
         return expanded
 
     def replace(self, match: re.Match[str], path: tuple) -> str:
@@ -108,10 +109,10 @@ class _Substitution:
             return "$"
         if name is None:
             message = f"'{reference}' is not a variable reference; write ${{NAME}} or ${{NAME:-default}} ($$ for a dollar sign)"
+        elif default is not None:  # as in the shell, ``:-`` also stands in for a set but empty variable
+            return self.environ.get(name) or default
         elif name in self.environ:
             return self.environ[name]
-        elif default is not None:
-            return default
         else:
             message = f"environment variable '{name}' is not set (set it, or give a default: ${{{name}:-value}})"
         self.problems.append(SpecError(self.document.value_where(*path), message))
