@@ -15,6 +15,9 @@ from typing import Any, Sequence
 
 from flowengine.errors import FlowError, SpecErrors
 
+#: Open connections a server process takes before answering 503 (``limits.connections``).
+DEFAULT_CONNECTIONS = 2048
+
 
 class CommandError(Exception):
     """A failure to report as ``Error: ...`` with exit status 1."""
@@ -139,7 +142,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.reload:
         return _serve_reloading(args)
-    _load(args)  # report every problem before starting anything
+    app = _load(args)  # report every problem before starting anything
     os.environ["FLOWENGINE_APP_DIR"] = str(Path(args.app_dir).resolve())
     os.environ["FLOWENGINE_DEV"] = "1" if args.dev else "0"
     uvicorn.run(
@@ -148,8 +151,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
+        **_server_limits(app.settings),
     )
     return 0
+
+
+def _server_limits(settings: dict[str, Any]) -> dict[str, Any]:
+    """uvicorn's own limits: beyond ``limits.connections`` open connections a worker answers
+    503 at once instead of taking on more than it can serve (uvicorn's default is no limit)."""
+    limits = settings.get("limits") or {}
+    return {"limit_concurrency": limits.get("connections", DEFAULT_CONNECTIONS), "timeout_keep_alive": 5}
 
 
 def _serve_reloading(args: argparse.Namespace) -> int:
@@ -164,7 +175,8 @@ def _serve_reloading(args: argparse.Namespace) -> int:
     if args.workers != 1:
         raise CommandError("--reload serves from one process; drop --workers")
     configure_logging()
-    uvicorn.run(Reloader(args.app_dir, dev=True), host=args.host, port=args.port)
+    reloader = Reloader(args.app_dir, dev=True)
+    uvicorn.run(reloader, host=args.host, port=args.port, **_server_limits(reloader.current.app.settings))
     return 0
 
 

@@ -25,7 +25,7 @@ from starlette.testclient import TestClient
 
 from flowengine.context import Services
 from flowengine.errors import FlowError
-from flowengine.http.app import build_app
+from flowengine.http.app import _CORS, build_app
 from flowengine.spec.app import load_app
 
 APPS = Path(__file__).parent / "apps"
@@ -357,6 +357,24 @@ def test_answers_carry_cors_headers_so_the_browser_can_read_errors_too(client: T
     response = client.get(url, headers={"Origin": ORIGIN})
     assert response.headers["access-control-allow-origin"] == ORIGIN
     assert response.headers["access-control-allow-credentials"] == "true"
+
+
+@pytest.mark.parametrize("url", ["/items/7", "/nowhere", "/crash"])
+def test_answers_without_an_origin_still_vary_by_origin(client: TestClient, url: str) -> None:
+    response = client.get(url)  # a cache must not hand this answer to a cross-origin browser
+    assert response.headers["vary"] == "Origin"
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_vary_origin_joins_a_vary_the_answer_already_has() -> None:
+    async def negotiated(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"vary", b"Accept-Encoding")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    cors = TestClient(_CORS(negotiated, allow_origins=[ORIGIN]))
+    assert cors.get("/").headers["vary"] == "Accept-Encoding, Origin"
+    answer = cors.get("/", headers={"Origin": ORIGIN})
+    assert (answer.headers["vary"], answer.headers["access-control-allow-origin"]) == ("Accept-Encoding, Origin", ORIGIN)
 
 
 # --- client keys ----------------------------------------------------------------------------

@@ -252,3 +252,30 @@ def _wait_until_up(port: int, server: subprocess.Popen) -> None:
         except httpx.HTTPError:
             time.sleep(0.05)
     raise AssertionError("the server did not start within 20 s")
+
+
+@pytest.mark.parametrize("reload", [False, True], ids=["serve", "serve-reload"])
+def test_serve_answers_503_beyond_its_connection_limit(app, tmp_path, reload):
+    (app / "app.yaml").write_text((app / "app.yaml").read_text() + "limits: { connections: 3 }\n")
+    write_flow(app, 1)
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "flowengine.cli", "serve", str(app), "--port", str(port), *(["--reload"] if reload else [])],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "server.log").open("w"),
+    )
+    idle: list[socket.socket] = []
+    try:
+        _wait_until_up(port, server)
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]  # open, saying nothing
+        time.sleep(0.3)
+        assert httpx.get(f"http://127.0.0.1:{port}/hello", timeout=5).status_code == 503
+        for sock in idle:
+            sock.close()
+        time.sleep(0.3)
+        assert httpx.get(f"http://127.0.0.1:{port}/hello", timeout=5).status_code == 200
+    finally:
+        for sock in idle:
+            sock.close()
+        server.terminate()
+        server.wait(15)

@@ -14,12 +14,12 @@ from typing import Any, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flowengine.context import Services
 from flowengine.errors import FlowError
@@ -178,7 +178,25 @@ class _ClientKeys:
 
 
 class _CORS(CORSMiddleware):
-    """Starlette's CORS, except that a refused preflight is answered in the JSON error shape."""
+    """Starlette's CORS, except that a refused preflight is answered in the JSON error shape,
+    and that a request without ``Origin`` (no browser asking across origins) only gets the
+    ``Vary: Origin`` every answer needs, without Starlette's per-response header rewriting."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or any(name == b"origin" for name, _ in scope["headers"]):
+            await super().__call__(scope, receive, send)
+            return
+
+        async def vary_origin(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.setdefault("headers", [])
+                if any(name.lower() == b"vary" for name, _ in headers):
+                    MutableHeaders(scope=message).add_vary_header("Origin")  # rare: join the existing one
+                else:
+                    headers.append((b"vary", b"Origin"))
+            await send(message)
+
+        await self.app(scope, receive, vary_origin)
 
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)
