@@ -467,6 +467,18 @@ class RedisCache(Cache):
         self._slots = asyncio.Semaphore(limit)
         self._wait = wait
 
+    async def start(self) -> None:
+        """Warn when Redis may evict keys: an evicted failure counter or spent budget would
+        silently give an attacker fresh guesses and sends."""
+        try:
+            config = await self.redis.config_get("maxmemory-policy")
+        except Exception:  # managed services often refuse CONFIG: nothing to tell then
+            return
+        policy = config.get("maxmemory-policy", "noeviction")
+        if policy != "noeviction":
+            log.warning("redis evicts keys under memory pressure (maxmemory-policy %s): rate limits and code "
+                        "attempt counters may be lost; set maxmemory-policy noeviction", policy)  # fmt: skip
+
     @classmethod
     def from_url(cls, url: str, namespace: str, *, timeout: float = 1.0, connections: int = 50) -> RedisCache:
         client = Redis.from_url(

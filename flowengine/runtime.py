@@ -82,9 +82,10 @@ def assemble(app: App, services: Services, dev: bool = False) -> Starlette:
 
 async def start_services(services: Services) -> None:
     """Make the services ready to serve (the store creates or migrates its tables)."""
-    starter = getattr(services.store, "start", None)
-    if starter is not None:
-        await starter()
+    for service in (services.cache, services.store):
+        starter = getattr(service, "start", None)
+        if starter is not None:
+            await starter()
     if services.auth is not None:
         await services.auth.start()
 

@@ -491,3 +491,19 @@ def test_an_endpoint_needing_a_stalled_redis_answers_503_json_then_recovers(own_
         assert failed.status_code == 503
         assert failed.json()["errors"][0]["code"] == "cache_unavailable"
         assert client.post("/visits").status_code == 200
+
+
+@pytest.mark.anyio
+async def test_redis_that_may_evict_keys_is_reported_at_start(redis_url, caplog):
+    cache = RedisCache.from_url(redis_url, _namespace())
+    before = (await cache.redis.config_get("maxmemory-policy"))["maxmemory-policy"]
+    await cache.redis.config_set("maxmemory-policy", "noeviction")
+    await cache.start()
+    assert "evicts keys" not in caplog.text  # noeviction: nothing to say
+    await cache.redis.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        await cache.start()
+    finally:
+        await cache.redis.config_set("maxmemory-policy", before)
+        await cache.close()
+    assert "maxmemory-policy allkeys-lru" in caplog.text
