@@ -4,10 +4,15 @@ A client is a browser in a stranger's hands, so nothing is writable unless a rul
 ``users`` by default (each user their own object), and the models ``data_api.writable``
 names, each with the field that holds its owner. Read by the data API's routes, and checked
 when the app loads so a wrong section is reported with file:line.
+
+A field marked ``reauth: true`` (``twoFactorAuth`` in the two-factor app) is a security
+setting: a client writes it only from a fresh session, and a change to it is reported to
+the account's address and ends the user's other sessions (``AuthService.setting_changed``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -53,6 +58,21 @@ class Writable:
             return f"field '{name}' cannot be changed through the data API"
         return None
 
+    def reauth_fields(self, names: Iterable[Any]) -> list[str]:
+        """The fields among ``names`` that only a fresh session may write."""
+        fields = self.model.fields
+        return [name for name in names if isinstance(name, str) and name in fields and fields[name].reauth]
+
+    def setting_changes(self, before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
+        """How the ``reauth`` fields changed, for the notice ("two factor auth turned off"); "" if none did."""
+        changes = []
+        for name, f in self.model.fields.items():
+            if f.reauth and before.get(name) != after.get(name):
+                value = after.get(name)
+                how = ("turned on" if value else "turned off") if isinstance(value, bool) else "changed"
+                changes.append(f"{_label(name)} {how}")
+        return "; ".join(changes)
+
     def shown(self, found: Mapping[str, Any]) -> dict[str, Any]:
         """The object as a client may see it: no private fields."""
         return {k: v for k, v in found.items() if not (k in self.model.fields and self.model.fields[k].private)}
@@ -93,6 +113,11 @@ def _problem(model: Model | None, name: str, owner: str) -> str | None:
     if (owner == "_id" and name == USERS) or (f is not None and f.type == "reference" and f.model == USERS):
         return None
     return f"owner '{owner}' must be a field of {name} that refers to {USERS} (or _id for {USERS} itself)"
+
+
+def _label(name: str) -> str:
+    """A field's name as words: ``twoFactorAuth`` → "two factor auth"."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name).replace("_", " ").lower()
 
 
 def _item(model: str, field: str, message: str) -> dict[str, Any]:

@@ -14,7 +14,6 @@ Docstrings say what each function returns, in the builder's words: the docs rend
 from __future__ import annotations
 
 import calendar
-import functools
 import json
 import math
 import re
@@ -24,9 +23,9 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any, Callable, TypeVar
 
-import bcrypt
 import phonenumbers
 
+from flowengine import hashing
 from flowengine.phones import phone
 
 MAX_TEXT = 100_000  #: the longest text an expression may build, in characters
@@ -312,7 +311,6 @@ def ismobilephone(value: Any, region: Any = None) -> bool:
     return facts is not None and facts.mobile and (regions is None or facts.country in regions)
 
 
-_BCRYPT_HASH = re.compile(r"\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{53}")
 _MAX_COST = 16  #: a check at cost 16 already takes seconds; higher costs only stall a worker
 
 
@@ -320,34 +318,23 @@ _MAX_COST = 16  #: a check at cost 16 already takes seconds; higher costs only s
 def ecompare(plain: Any, encrypted: Any) -> bool:
     """True when the plain text matches the encrypted (bcrypt-hashed) value, like a password.
 
-    Never fails and never shows the hash. A missing or malformed hash, a value that is not
-    text, or a password over 72 bytes (UTF-8; bcrypt reads only 72 and the sign-up refuses
-    longer ones) gives false, but only after a bcrypt check of the same cost as a real one:
-    a sign-in for an unknown email then takes as long as a wrong password, so the time of an
-    answer does not tell which emails have accounts. A hash with a cost above 16, which would
-    tie up the server, is refused outright.
+    Never fails and never shows the hash. Every answer costs one bcrypt check of the same
+    cost as a real one: a missing or malformed hash, a value that is not text, or a password
+    the hash cannot hold (over 128 characters, or over 72 bytes in UTF-8 for a bare bcrypt
+    hash) gives false only after a check. A sign-in for an unknown email, or with a very long
+    password, then takes as long as a wrong password, so the time of an answer does not tell
+    which emails have accounts. A hash with a cost above 16, which would tie up the server,
+    is refused outright. Both stored forms match: the engine's own (``$fe1$2b$...``, see
+    ``flowengine/hashing.py``) and bare bcrypt (``$2a$``, ``$2b$``, ``$2y$``).
     """
     from flowengine.models import Encrypted  # a sealed field read by a data node
 
     if isinstance(encrypted, Encrypted):
         return encrypted.matches(plain)
-    shape = _BCRYPT_HASH.fullmatch(encrypted) if isinstance(encrypted, str) else None
-    if shape is not None and int(shape[1]) > _MAX_COST:
+    found = hashing.cost(encrypted)
+    if found is not None and found > _MAX_COST:
         return False
-    secret = plain.encode("utf-8", "replace") if isinstance(plain, str) else b""
-    if shape is None or not secret or len(secret) > 72:
-        bcrypt.checkpw(b"decoy", _decoy_hash())
-        return False
-    try:  # ValueError: bcrypt's own refusals
-        return bcrypt.checkpw(secret, encrypted.encode())
-    except ValueError:
-        return False
-
-
-@functools.cache
-def _decoy_hash() -> bytes:
-    """A hash at the usual cost (12), made once, to spend a real check on when there is no hash."""
-    return bcrypt.hashpw(b"decoy", bcrypt.gensalt(12))
+    return hashing.matches(plain, encrypted)
 
 
 # --- Text -----------------------------------------------------------------------------------

@@ -24,7 +24,9 @@ Field types: text, email, phone, integer, decimal, boolean, date, datetime, refe
 ``fields``) and encrypted (stored as a bcrypt hash, never shown by any read). Per field:
 ``required``, ``default``, ``unique``, ``indexed``, ``min``/``max`` (numbers), ``length:
 {min, max}`` (text, or the number of list items), ``pattern``, ``enum``, ``description``,
-``readonly`` and ``private`` (for the data API: clients may not write them / see them).
+``readonly`` and ``private`` (for the data API: clients may not write them / see them), and
+``reauth`` (for the data API: writing it needs a session signed in within the last minutes;
+a change tells the account's email and ends the user's other sessions, see ``access.py``).
 
 Defaults: a literal (``default: false``), or an expression written as a mapping with the
 single key ``expression`` (``default: { expression: NOW() }``). The mapping makes the intent
@@ -49,11 +51,12 @@ from pathlib import PurePath
 from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Mapping
 
-import bcrypt
 import jsonschema
 
 from flowengine.errors import Location, SpecError, ValidationFailed
 from flowengine.expressions import Expression, ExpressionError, compile_expression
+from flowengine import hashing
+from flowengine.hashing import MAX_SECRET_CHARS, hash_secret  # noqa: F401 (the store hashes with it)
 from flowengine.phones import phone
 from flowengine.spec import schema as schemas
 
@@ -62,8 +65,6 @@ SYSTEM_FIELDS = ("_id", "createdAt", "updatedAt")
 DEFAULT_NAMES = frozenset({"this", "session", "user", "env"})
 TEXTUAL = frozenset({"text", "email", "phone", "encrypted"})
 NUMERIC = frozenset({"integer", "decimal"})
-#: bcrypt reads only 72 bytes; longer secrets are refused rather than silently cut.
-MAX_SECRET_BYTES = 72
 
 _NAME = r"^[A-Za-z][A-Za-z0-9_]{0,39}$"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -108,6 +109,7 @@ class Field:
     description: str = ""
     readonly: bool = False
     private: bool = False
+    reauth: bool = False
     model: str | None = None
     items: Field | None = None
     fields: Mapping[str, Field] | None = None
@@ -259,13 +261,12 @@ class Encrypted:
         self._digest = digest
 
     def matches(self, plain: Any) -> bool:
-        """A bcrypt check (slow on purpose: call it off the event loop)."""
-        if not isinstance(plain, str) or len(plain.encode()) > MAX_SECRET_BYTES:
-            return False
-        try:
-            return bcrypt.checkpw(plain.encode(), self._digest.encode())
-        except ValueError:
-            return False
+        """One bcrypt check, whatever ``plain`` is (slow on purpose: call it off the event loop)."""
+        return hashing.matches(plain, self._digest)
+
+    def outdated(self, rounds: int) -> bool:
+        """Whether the hash should be redone at cost ``rounds`` (a lower cost, or the bare scheme)."""
+        return hashing.outdated(self._digest, rounds)
 
     def __repr__(self) -> str:
         return "<encrypted>"
@@ -324,11 +325,6 @@ def parse_datetime(text: str) -> str | None:
 def iso(moment: datetime) -> str:
     """A moment as stored and shown: UTC with milliseconds, like JavaScript's toISOString."""
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def hash_secret(plain: str, rounds: int = 12) -> str:
-    """bcrypt hash of a validated secret (slow on purpose: call it off the event loop)."""
-    return bcrypt.hashpw(plain.encode(), bcrypt.gensalt(rounds)).decode()
 
 
 #: Turns a valid value of a type into its stored form.
@@ -561,12 +557,13 @@ class _Compiler:
             indexed=spec.get("indexed", False), minimum=spec.get("min"), maximum=spec.get("max"),
             min_length=length.get("min"), max_length=length.get("max"), pattern=spec.get("pattern"),
             enum=tuple(spec["enum"]) if "enum" in spec else None, description=spec.get("description", ""),
-            readonly=spec.get("readonly", False), private=spec.get("private", False), model=spec.get("model"),
+            readonly=spec.get("readonly", False), private=spec.get("private", False), reauth=spec.get("reauth", False),
+            model=spec.get("model"),
             items=self.field("items", spec["items"], path + ("items",), False, transient) if "items" in spec else None,
             fields=self.fields(spec["fields"], path + ("fields",)) if "fields" in spec else None,
         )  # fmt: skip
-        if kind == "encrypted" and (f.max_length is None or f.max_length > MAX_SECRET_BYTES):
-            f = _replace(f, max_length=MAX_SECRET_BYTES)
+        if kind == "encrypted" and (f.max_length is None or f.max_length > MAX_SECRET_CHARS):
+            f = _replace(f, max_length=MAX_SECRET_CHARS)
         self.check_ranges(f, path)
         self.check_values(f, path)
         return self.default(f, spec, path) if "default" in spec else f
@@ -580,6 +577,8 @@ class _Compiler:
             self.problem(f"a field of type {kind} needs '{needed}'", *path)
         if not top and kind in ("reference", "encrypted"):
             self.problem(f"{kind} fields must be top-level fields of the model", *path)
+        if not top and spec.get("reauth"):
+            self.problem("reauth applies only to top-level fields (the ones the data API writes)", *path, "reauth")
         if transient and (spec.get("unique") or spec.get("indexed")):
             self.problem("a transient model is never stored, so it cannot have unique or indexed fields", *path)
 

@@ -48,3 +48,15 @@ def phone(text: str) -> Phone | None:
         return Phone(phonenumbers.parse(text, None))
     except phonenumbers.NumberParseException:
         return None
+
+
+def masked(text: str) -> str:
+    """A number fit for a log line: its country code and last 2 digits (``+1********71``).
+
+    Text that is no international number keeps only its last 2 characters.
+    """
+    facts = phone(text)
+    if facts is None:
+        return "*" * len(text[:-2]) + text[-2:]
+    national = str(facts.number.national_number)
+    return f"+{facts.number.country_code}{'*' * len(national[:-2])}{national[-2:]}"

@@ -136,9 +136,11 @@ def create_app() -> Starlette:
 
 
 class _RedactTokens(logging.Filter):
-    """Email links carry one-time tokens in ``?key=``: keep them out of the access log."""
+    """Keep secrets and personal data in query strings out of the access log: the one-time
+    tokens of email links (``?key=``) and API keys, and phone numbers, email addresses and
+    passwords (the tutorial's set-phone sends ``?phoneNumber=``)."""
 
-    _KEY = re.compile(r"([?&](?:key|apikey)=)[^&\s\"]+")
+    _KEY = re.compile(r"([?&](?i:key|api_?key|token|access_token|phone|phone_?number|e-?mail|password)=)[^&\s\"]+")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):

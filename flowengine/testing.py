@@ -581,7 +581,8 @@ async def _answer(
     scope.update(params=params, **_run_names(app, spec))
     timeout = flow.timeout or seconds(limits.get("timeout")) or DEFAULT_TIMEOUT
     try:
-        if flow.endpoints and scope["session"] is None and all(e.session == "required" for e in flow.endpoints):
+        # A case's session stands for a fresh one: how recent a sign-in is, is the server's to check.
+        if flow.endpoints and scope["session"] is None and all(e.session in ("required", "fresh") for e in flow.endpoints):
             raise FlowError("missing_session_token", "A session token is required", status=401, origin="session_token_error")
         Inputs(flow.input_models).validate(params)
         async with asyncio.timeout(timeout):

@@ -12,6 +12,15 @@ stores it, token included, so the flow returns it as it is::
       type: return-success
       body: { session: signIn, found: findUser }
 
+After a change that could take over the account (a new phone, say), ``delete-sessions``
+ends the user's other sessions and ``keep: session.token`` leaves the caller's own open::
+
+    endOtherSessions:
+      type: delete-sessions
+      user: user._id
+      keep: session.token
+      next: done
+
 The session records the request's ``User-Agent`` (the run's ``params.headers``). Both nodes
 need the app's built-in authentication (an ``auth:`` section in app.yaml, or a
 ``models/users.yaml``).
@@ -45,11 +54,16 @@ async def create_session(ctx, params):
 
 @node_type(
     "delete-sessions",
-    description="Sign a user out everywhere: end all of the user's sessions; the result is how many ended.",
-    params={"user": Param.expression(required=True, description="the user's _id")},
+    description="Sign a user out everywhere: end all of the user's sessions (but keep); the result is how many ended.",
+    params={
+        "user": Param.expression(required=True, description="the user's _id"),
+        "keep": Param.expression(description="a session of the user's to leave open, by its token (session.token: the caller's)"),
+    },
 )
 async def delete_sessions(ctx, params):
-    return "next", await _auth(ctx).sessions.end_all(_user_id(params["user"]))
+    sessions, user = _auth(ctx).sessions, _user_id(params["user"])
+    kept = await sessions.named(user, params["keep"]) if params.get("keep") else None
+    return "next", await sessions.end_all(user, keep=kept["_id"] if kept else None)
 
 
 def _auth(ctx: Any) -> Any:

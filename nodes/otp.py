@@ -60,7 +60,8 @@ async def otp_issue(ctx, params):
     description=(
         "Check a one-time code. 'verified' gives {user, destination, challengeId} from the challenge itself; "
         "'invalid' gives {attemptsLeft}; 'expired' covers missing, used and expired codes; "
-        "'locked' follows too many wrong guesses."
+        "'locked' follows too many wrong guesses, of the code or of the account (which then "
+        "waits: {retryAfter} seconds; or, after 100 in a row, until a password reset)."
     ),
 )
 async def otp_verify(ctx, params):
@@ -73,4 +74,6 @@ async def otp_verify(ctx, params):
         return "verified", {"user": record["user"], "destination": record["destination"], "challengeId": record["id"]}
     if verdict.outcome == "invalid":
         return "invalid", {"attemptsLeft": verdict.attempts_left}
+    if verdict.retry_after is not None:
+        return "locked", {"retryAfter": verdict.retry_after}
     return verdict.outcome, None

@@ -29,10 +29,15 @@ async def return_success(ctx, params):
         "message": Param.template(required=True),
         "details": Param.expression(),
     },
-    description="Answer the request with an error in the Altogic shape {errors: [{origin, code, message, details}]}.",
+    description=(
+        "Answer the request with an error in the Altogic shape {errors: [{origin, code, message, details}]}; "
+        "a 429 whose details have retryAfter also gets a Retry-After header."
+    ),
 )
 async def return_error(ctx, params):
-    status = params["status"]
+    status, details = params["status"], params.get("details")
     code = params.get("code") or ("bad_request" if status < 500 else "server_error")
-    error = FlowError(code, params["message"], status=status, details=params.get("details"))
-    return None, Reply(status, error.body())
+    error = FlowError(code, params["message"], status=status, details=details)
+    wait = details.get("retryAfter") if status == 429 and isinstance(details, dict) else None
+    headers = {"Retry-After": str(wait)} if isinstance(wait, int) and not isinstance(wait, bool) else {}
+    return None, Reply(status, error.body(), headers)

@@ -6,6 +6,8 @@ server on loopback, a clock tests can move, and the cache on both backends.
 the keyword arguments), loads it, opens its services (SQLite in the folder, the cache the
 ``cache_url`` fixture names, SMTP to the loopback server), starts them and returns an
 ``AuthApp`` with an HTTP client over the ASGI app. Redis keys of the run are deleted after.
+bcrypt runs at ``cost`` (default 4, bcrypt's lowest), set in code: app.yaml may not go
+below 10.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 from urllib.parse import parse_qs, urlsplit
@@ -37,6 +39,8 @@ IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 16_5 like Mac OS X) AppleWebKit/60
           "(KHTML, like Gecko) Version/16.5 Mobile/15E148 Safari/604.1")  # fmt: skip
 #: A Redis URL nothing listens on: the cache is down.
 UNREACHABLE = "redis://127.0.0.1:1/"
+#: bcrypt's lowest cost, for speed: a test checks what a hash matches, not how long it took.
+TEST_COST = 4
 #: Generous limits for scenario tests; the limit tests set their own.
 OPEN_LIMITS = {name: {"limit": 100_000, "window": "1h"}
                for name in ("signin_ip", "signin_account", "signup_ip", "email_address", "email_ip")}  # fmt: skip
@@ -123,8 +127,7 @@ def write_app(folder: Path, name: str, smtp_port: int, cache: str | None, **auth
         "cache": {"url": cache or ""},
         "email": {"provider": "smtp", "from": "Auth Test <no-reply@auth.test>",
                   "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none", "timeout": 5}},
-        "auth": {"redirect_url": REDIRECT, "base_url": "http://testserver", "password": {"bcrypt_cost": 4},
-                 "rate_limits": OPEN_LIMITS},
+        "auth": {"redirect_url": REDIRECT, "base_url": "http://testserver", "rate_limits": OPEN_LIMITS},
     }  # fmt: skip
     extra = auth.pop("settings", {})
     settings["auth"].update(auth)
@@ -149,10 +152,11 @@ async def auth_apps(tmp_path: Path, smtp_inbox: tuple[smtp_server.Inbox, int], c
     inbox, port = smtp_inbox
     opened: list[AuthApp] = []
 
-    async def start(client: tuple[str, int] = ("203.0.113.7", 50000), **auth: Any) -> AuthApp:
+    async def start(client: tuple[str, int] = ("203.0.113.7", 50000), cost: int = TEST_COST, **auth: Any) -> AuthApp:
         name = f"auth-{secrets.token_hex(4)}"
         folder = write_app(tmp_path / name, name, port, cache_url, **auth)
         app = load_app(folder)
+        app = replace(app, auth=replace(app.auth, bcrypt_cost=cost))
         services = open_services(app)
         clock = services.clock = Clock()
         await start_services(services)

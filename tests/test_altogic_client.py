@@ -95,6 +95,7 @@ class Server:
 
     def __init__(self, app_dir: Path) -> None:
         asgi = build(app_dir, dev=True)
+        asgi.state.services.auth.passwords.cost = 4  # bcrypt's lowest, for speed (app.yaml may not go below 10)
         self.server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=0, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, name=f"uvicorn {app_dir.name}", daemon=True)
         self.thread.start()

@@ -15,6 +15,7 @@ import pytest
 
 from auth_harness import API_KEY, CHROME, IPHONE, PASSWORD, AuthApp, errors_of, new_email
 from auth_harness import auth_apps, cache_url, smtp_inbox  # noqa: F401 (fixtures: the app on both caches)
+from flowengine.auth.config import DAY
 
 pytestmark = pytest.mark.anyio
 
@@ -120,8 +121,14 @@ async def test_email_verified_is_taken_from_a_server_with_the_api_key(auth_apps)
         ({"email": "not-an-email", "password": PASSWORD}, "email", "email must be a valid email address"),
         ({"password": PASSWORD}, "email", "email is required"),
         ({"email": "a@example.com", "password": "short"}, "password", "password must be at least 8 characters long"),
-        ({"email": "a@example.com", "password": "€" * 25}, "password", "password must be at most 72 bytes long (UTF-8)"),
-        ({"email": "a@example.com", "password": "x" * 100_00}, "password", "password must be at most 72 bytes long (UTF-8)"),
+        ({"email": "a@example.com", "password": "€" * 129}, "password", "password must be at most 128 characters long"),
+        ({"email": "a@example.com", "password": "x" * 10_000}, "password", "password must be at most 128 characters long"),
+        ({"email": "a@example.com", "password": "password"}, "password",
+         "password is too common: it is on the list of passwords attackers try first"),
+        ({"email": "a@example.com", "password": "12345678"}, "password",
+         "password is too common: it is on the list of passwords attackers try first"),
+        ({"email": "ann.smith@example.com", "password": "Ann.Smith2024"}, "password",
+         "password must not be the app's name or the email address"),
         ({"email": "a@example.com"}, "password", "password is required"),
     ],
 )
@@ -254,23 +261,80 @@ async def test_sign_out_all_and_all_except_the_current_one(auth_apps) -> None:
     assert (await app.call("GET", "user", headers=headers(sessions[1]))).status_code == 401
 
 
-async def test_a_session_ends_after_its_lifetime_or_when_left_idle(auth_apps) -> None:
-    app = await auth_apps(confirm_email=False, session={"lifetime": "2d", "idle": "1h"})
-    email = new_email()
-    session = (await app.sign_up(email)).json()["session"]
+async def test_a_session_ends_24_hours_after_sign_in_even_when_kept_alive(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False)  # the defaults: 24 hours, 1 hour idle (security S2)
+    session = (await app.sign_up(new_email())).json()["session"]
     statuses = []
-    for _ in range(58):  # used every 50 minutes, so never idle: 57 x 50 min < 2 days < 58 x 50 min
+    for _ in range(28):  # used every 50 minutes, so never idle: 28 x 50 min < 24 h
         app.clock.advance(50 * 60)
         statuses.append((await app.call("GET", "user", headers=headers(session))).status_code)
-    assert statuses == [200] * 57 + [401]
+    app.clock.advance(DAY - 28 * 50 * 60 - 1)
+    statuses.append((await app.call("GET", "user", headers=headers(session))).status_code)  # 24 h - 1 s
+    assert statuses == [200] * 29
+    app.clock.advance(2)  # 24 h + 1 s
     ended = await app.call("GET", "user", headers=headers(session))
     assert errors_of(ended) == [("invalid_session_token", "session_token_error")]
 
+
+async def test_a_session_left_unused_for_an_hour_ends(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False)
+    email = new_email()
+    await app.sign_up(email)
     idle = (await app.sign_in(email)).json()["session"]
     app.clock.advance(3599)
     assert (await app.call("GET", "user", headers=headers(idle))).status_code == 200
-    app.clock.advance(3601)
+    app.clock.advance(3601)  # 1 h + 1 s since its last use
+    assert errors_of(await app.call("GET", "user", headers=headers(idle))) == [("invalid_session_token", "session_token_error")]
+
+
+async def test_shorter_session_limits_hold(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False, session={"lifetime": "12h", "idle": "30m"})  # NIST rev 3's AAL2
+    email = new_email()
+    session = (await app.sign_up(email)).json()["session"]
+    for _ in range(24):  # 24 x 29 min < 12 h < 25 x 29 min
+        app.clock.advance(29 * 60)
+        assert (await app.call("GET", "user", headers=headers(session))).status_code == 200
+    app.clock.advance(29 * 60)
+    assert (await app.call("GET", "user", headers=headers(session))).status_code == 401
+    idle = (await app.sign_in(email)).json()["session"]
+    app.clock.advance(30 * 60 + 1)
     assert (await app.call("GET", "user", headers=headers(idle))).status_code == 401
+
+
+async def test_ending_other_sessions_needs_a_recent_sign_in(auth_apps) -> None:
+    """Security S3: a stolen session that is not fresh cannot sign the owner out of their devices."""
+    app = await auth_apps(confirm_email=False)
+    email = new_email()
+    old = (await app.sign_up(email)).json()["session"]
+    other = (await app.sign_in(email)).json()["session"]
+    app.clock.advance(301)
+    attempts = [("signout", {"token": other["token"]}), ("signout-all-except", None), ("signout-all", None)]
+    for path, body in attempts:
+        refused = await app.call("POST", path, json=body, headers=headers(old))
+        assert refused.status_code == 401 and errors_of(refused) == [("reauth_required", "session_token_error")]
+        assert "signed in within the last 5 minutes" in refused.json()["errors"][0]["message"]
+    assert (await app.call("GET", "user", headers=headers(other))).status_code == 200
+    assert (await app.call("GET", "user", headers=headers(old))).status_code == 200  # still signed in
+    fresh = (await app.sign_in(email)).json()["session"]
+    assert (await app.call("POST", "signout-all-except", headers=headers(fresh))).status_code == 200
+    assert [(await app.call("GET", "user", headers=headers(s))).status_code for s in (old, other, fresh)] == [401, 401, 200]
+
+
+async def test_signing_out_ones_own_session_needs_no_recent_sign_in(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False)
+    session = (await app.sign_up(new_email())).json()["session"]
+    app.clock.advance(3000)
+    assert (await app.call("POST", "signout", json={"token": session["token"]}, headers=headers(session))).status_code == 200
+    assert (await app.call("GET", "user", headers=headers(session))).status_code == 401
+
+
+async def test_how_long_a_session_stays_fresh_is_a_setting(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False, session={"fresh": "30m"})
+    email = new_email()
+    session = (await app.sign_up(email)).json()["session"]
+    await app.sign_in(email)
+    app.clock.advance(29 * 60)
+    assert (await app.call("POST", "signout-all-except", headers=headers(session))).status_code == 200
 
 
 async def test_last_use_is_written_at_most_once_a_minute(auth_apps) -> None:
@@ -303,12 +367,30 @@ async def test_change_password_keeps_the_current_session_and_ends_the_others(aut
     assert (await app.sign_in(email, "a brand new secret")).status_code == 200
 
 
+async def test_a_changed_password_is_told_to_the_address(auth_apps) -> None:
+    """Security A4: the owner hears of a change they did not make."""
+    app = await auth_apps()
+    email = new_email()
+    session = (await app.confirmed_user(email))["session"]  # email 1: the verification link
+    body = {"newPassword": "a brand new secret", "oldPassword": PASSWORD}
+    refused = await app.call("POST", "change-pwd", json={**body, "oldPassword": "not it at all"}, headers=headers(session))
+    assert refused.status_code == 400  # a refused change tells nobody anything:
+    assert (await app.call("POST", "change-pwd", json=body, headers=headers(session))).status_code == 200
+    notice = await app.inbox.wait_for(email, 2)
+    assert notice.subject.startswith("The password of your auth-") and notice.subject.endswith(" account changed")
+    assert f"account ({email}) was just changed, and your other devices are signed out" in notice.text
+    assert "If you did not make this change" in notice.text and "a brand new secret" not in notice.text
+    await app.auth.mailer.drain()
+    assert len(app.inbox.to(email)) == 2
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code", "field"),
     [
         ({"newPassword": "a brand new secret", "oldPassword": "not it at all"}, 400, "invalid_password", None),
         ({"newPassword": "short", "oldPassword": PASSWORD}, 400, "validation_error", "newPassword"),
-        ({"newPassword": "ü" * 40, "oldPassword": PASSWORD}, 400, "validation_error", "newPassword"),
+        ({"newPassword": "ü" * 129, "oldPassword": PASSWORD}, 400, "validation_error", "newPassword"),
+        ({"newPassword": "iloveyou", "oldPassword": PASSWORD}, 400, "validation_error", "newPassword"),
         ({"newPassword": "a brand new secret"}, 400, "validation_error", "oldPassword"),
     ],
 )
@@ -346,6 +428,17 @@ async def test_reset_link_leads_to_the_form_and_reset_pwd_sets_the_password_once
     reused = await app.call("POST", f"reset-pwd?key={key}", json={"newPassword": "another password"})
     assert reused.status_code == 400 and errors_of(reused) == [("invalid_access_token", "client_error")]
     assert await app.follow(mail.link) == {"status": "400", "action": "reset-pwd", "error": "Invalid or expired access token"}
+
+
+async def test_a_reset_password_is_told_to_the_address(auth_apps) -> None:
+    app = await auth_apps()
+    email = new_email()
+    await app.confirmed_user(email)
+    await app.call("POST", f"send-reset?email={email}")
+    key = (await app.inbox.wait_for(email, 2)).link.split("key=")[1]
+    assert (await app.call("POST", f"reset-pwd?key={key}", json={"newPassword": "a reset password"})).status_code == 200
+    notice = await app.inbox.wait_for(email, 3)
+    assert notice.subject.startswith("The password of your auth-") and "was just changed" in notice.text
 
 
 async def test_a_newer_reset_link_retires_the_older_one(auth_apps) -> None:

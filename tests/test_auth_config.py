@@ -37,7 +37,7 @@ def test_an_auth_section_brings_the_built_in_users_and_the_defaults(tmp_path: Pa
     assert {name for name, f in users.fields.items() if f.readonly} >= {"email", "password", "emailVerified", "provider"}
     config = app.auth
     assert (config.confirm_email, config.min_password_length, config.bcrypt_cost) == (True, 8, 12)
-    assert (config.session_lifetime, config.session_idle) == (30 * DAY, 7 * DAY)
+    assert (config.session_lifetime, config.session_idle) == (DAY, 3600)  # NIST SP 800-63B-4 AAL2
     assert config.token_lifetimes == {"verify": DAY, "magic": 900, "reset": 900, "change-email": 3600, "grant": 300}
     assert SESSIONS not in app.models and SESSIONS in config.models  # stored, yet no flow or API can name it
 
@@ -101,11 +101,22 @@ def test_token_lifetimes_have_ceilings(tmp_path: Path) -> None:
     ]
 
 
+def test_sessions_may_last_at_most_24_hours_and_stay_unused_at_most_an_hour(tmp_path: Path) -> None:
+    folder = write(tmp_path, {"app.yaml": "name: a\nauth:\n  session: { lifetime: 30d, idle: 3601 }\n"})
+    assert problems(folder) == [
+        "app.yaml:3:24: a session may last at most 24 hours after sign-in, not 30d",
+        "app.yaml:3:35: a session may stay unused at most 1 hour, not 3601",
+    ]
+    write(tmp_path, {"app.yaml": "name: a\nauth:\n  session: { lifetime: 12h, idle: 30m }\n"})  # NIST rev 3's AAL2
+    config = load_app(folder).auth
+    assert (config.session_lifetime, config.session_idle) == (12 * 3600, 1800)
+
+
 @pytest.mark.parametrize(
     ("section", "expected"),
     [
         ("auth: { confirm: true }", "app.yaml:2:9: unknown key 'confirm' (did you mean 'confirm_email'?)"),
-        ("auth: { password: { bcrypt_cost: 2 } }", "app.yaml:2:21: 'bcrypt_cost' must be at least 4, got 2"),
+        ("auth: { password: { bcrypt_cost: 9 } }", "app.yaml:2:21: 'bcrypt_cost' must be at least 10, got 9"),
         ("auth: { password: { min_length: 6 } }", "app.yaml:2:21: 'min_length' must be at least 8, got 6"),
         ("auth: { session: { idle: 7 days } }",
          "app.yaml:2:20: 'idle' \"7 days\" is not valid: expected whole seconds, or text like '90s', '15m', '24h', '30d'"),

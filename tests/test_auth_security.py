@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import secrets
 import threading
 from typing import Any
 
+import bcrypt
 import pytest
 
 import flowengine.auth.passwords as passwords_module
 from auth_harness import OPEN_LIMITS, PASSWORD, UNREACHABLE, AuthApp, errors_of, new_email
 from auth_harness import auth_apps, cache_url, smtp_inbox  # noqa: F401 (fixtures: the app on both caches)
+from flowengine.hashing import hash_secret
 
 pytestmark = pytest.mark.anyio
 
@@ -143,7 +146,7 @@ async def test_passwords_are_checked_and_hashed_in_the_bcrypt_pool(auth_apps, bc
     await app.sign_in(email)
     await app.sign_in(new_email())  # no such account: the decoy is checked
     assert len(bcrypt_checks) == 3 and all(name.startswith("bcrypt") for name in bcrypt_checks)
-    assert (await app.stored_user(email))["password"]._digest.startswith("$2b$04$")  # the app's cost
+    assert (await app.stored_user(email))["password"]._digest.startswith("$fe1$2b$04$")  # the app's cost
     assert len(bcrypt_checks) == 3
 
 
@@ -191,6 +194,65 @@ async def test_sign_in_failures_answer_alike_for_unknown_and_known_accounts(auth
     same(wrong, unknown, wrong_unconfirmed)
     assert wrong.status_code == 401
     assert len(bcrypt_checks) == 3  # one bcrypt check each: the unknown account's took as long
+
+
+@pytest.mark.parametrize("password", ["x" * 100, "é" * 50, "x" * 128], ids=["100 B", "50 é", "128 chars"])
+async def test_a_long_password_costs_one_bcrypt_check_for_known_and_unknown_accounts(auth_apps, bcrypt_checks: list[str],
+                                                                                    password: str) -> None:  # fmt: skip
+    """Security A3: whatever bcrypt alone could read, every account's refusal costs one check,
+    also for an account whose hash predates the engine's pre-hash (bcrypt of the bytes alone)."""
+    app = await auth_apps()
+    known, old = new_email("known"), new_email("old")
+    await app.confirmed_user(known)
+    await stored_bare(app, old)
+    bcrypt_checks.clear()
+    answers = [await app.sign_in(email, password) for email in (known, old, new_email("nobody"))]
+    same(*answers)
+    assert answers[0].status_code == 401
+    assert len(bcrypt_checks) == 3  # one each: neither known account answered at once
+
+
+async def test_a_password_longer_than_bcrypt_reads_signs_up_and_in(auth_apps) -> None:
+    app = await auth_apps(confirm_email=False)
+    email, password = new_email(), "é" * 64  # 128 bytes (NIST: at least 64 characters, any script)
+    assert (await app.sign_up(email, password)).status_code == 200
+    assert (await app.sign_in(email, password)).status_code == 200
+    assert (await app.sign_in(email, "é" * 63)).status_code == 401  # nothing was cut
+
+
+async def test_an_outdated_hash_is_redone_at_the_apps_cost_on_sign_in(auth_apps) -> None:
+    """Security P3: a hash of a lower cost (or of the bare scheme) is upgraded by the next sign-in."""
+    app = await auth_apps(confirm_email=False, cost=10)
+    low, old = new_email("low"), new_email("old")
+    await stored_bare(app, old)
+    hasher, app.services.store.hasher = app.services.store.hasher, cost_4
+    await app.sign_up(low)
+    app.services.store.hasher = hasher
+    assert [await digest_of(app, email) for email in (low, old)] == ["$fe1$2b$04$", "$2b$04$"]
+
+    assert (await app.sign_in(low, "not the password")).status_code == 401
+    assert await digest_of(app, low) == "$fe1$2b$04$"  # a wrong password changes nothing
+    for email in (low, old):
+        assert (await app.sign_in(email)).status_code == 200
+        assert await digest_of(app, email) == "$fe1$2b$10$"
+        assert (await app.sign_in(email)).status_code == 200  # the new hash holds the same password
+
+
+async def stored_bare(app: AuthApp, email: str) -> None:
+    """A confirmed account whose password hash is bare bcrypt at cost 4, as made before ``$fe1``."""
+    hasher = app.services.store.hasher
+    app.services.store.hasher = lambda plain: asyncio.to_thread(lambda: bcrypt.hashpw(plain.encode(), bcrypt.gensalt(4)).decode())
+    await app.confirmed_user(email)
+    app.services.store.hasher = hasher
+
+
+async def cost_4(plain: str) -> str:
+    return await asyncio.to_thread(hash_secret, plain, 4)
+
+
+async def digest_of(app: AuthApp, email: str) -> str:
+    """The start of the stored hash: its scheme and cost."""
+    return re.match(r"(\$fe1)?\$2b\$[0-9]{2}\$", (await app.stored_user(email))["password"]._digest)[0]
 
 
 @pytest.mark.parametrize("path", ["send-magic", "send-reset", "resend"])

@@ -10,6 +10,8 @@ is in ``tests/test_altogic_client.py``.
 from __future__ import annotations
 
 import textwrap
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -17,11 +19,13 @@ import httpx
 import pytest
 import test_store
 
+from flowengine.auth.service import Caller
 from flowengine.context import Services
 from flowengine.errors import FlowError, SpecErrors
 from flowengine.http.app import build_app
 from flowengine.access import IDENTITY_FIELDS, check_data_api
 from flowengine.http.data_api import data_routes
+from flowengine.messaging.outbox import outbox_key
 from flowengine.runtime import assemble, open_services, start_services
 from flowengine.spec.app import App, load_app
 
@@ -108,6 +112,10 @@ class TokenAuth:
         if user is None:
             raise FlowError("invalid_session_token", "Invalid session token", status=401, origin="session_token_error")
         return {"token": token, "userId": user["_id"]}, user
+
+    async def caller(self, request: Any) -> Caller:
+        session, user = await self.authenticate(request)
+        return Caller(session, session["token"], user)
 
 
 class World:
@@ -435,7 +443,6 @@ AUTH_APP_YAML = """\
 name: data-auth
 auth:
   confirm_email: false
-  password: { bcrypt_cost: 4 }
 data_api:
   writable:
     notes: owner
@@ -447,6 +454,7 @@ SIGN_UP = "/_api/rest/v1/auth/signup-email"
 async def signed(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
     """The app as the runtime assembles it, with its auth service, on a SQLite file."""
     app = load_app(write_app(tmp_path / "app", AUTH_APP_YAML, notes=NOTES_YAML))
+    app = replace(app, auth=replace(app.auth, bcrypt_cost=4))  # bcrypt's lowest, for speed: app.yaml takes 10 or more
     services = open_services(app, data_dir=tmp_path / "data")
     await start_services(services)
     asgi = assemble(app, services)
@@ -503,3 +511,48 @@ async def test_a_signed_out_session_cannot_update(signed: tuple[httpx.AsyncClien
     error = only_error(await client.post(UPDATE, json=body, headers={"Session": token}), 401)
     assert error["code"] == "invalid_session_token"
     assert (await services.store.get("users", ada))["name"] == "A"
+
+
+REAUTH_APP_YAML = """\
+name: data-reauth
+auth:
+  confirm_email: false
+data_api:
+  writable:
+    notes: owner
+"""
+LOCKED_NOTES_YAML = NOTES_YAML + "  locked: { type: boolean, default: false, reauth: true }\n"
+
+
+async def test_a_reauth_field_needs_a_fresh_session_and_its_change_is_told(tmp_path: Path) -> None:
+    app = load_app(write_app(tmp_path / "app", REAUTH_APP_YAML, notes=LOCKED_NOTES_YAML))
+    services = open_services(app, data_dir=tmp_path / "data")
+    later = [0.0]
+    services.clock = lambda: time.time() + later[0]
+    await start_services(services)
+    try:
+        transport = httpx.ASGITransport(app=assemble(app, services))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            ada, old = await sign_up(client, "ada@example.com")
+            note = await services.store.create("notes", {"title": "Ada's", "owner": ada})
+            target = {"options": OPTIONS, "id": note["_id"], "model": "notes"}
+            lock = {**target, "updates": [{"field": "locked", "updateType": "set", "value": True}]}
+            rename = {**target, "values": {"title": "renamed"}}
+            later[0] = 301  # the session was signed in over 5 minutes ago
+            for path, body in ((UPDATE, {**target, "values": {"locked": True, "title": "x"}}), (UPDATE_FIELDS, lock)):
+                error = only_error(await client.post(path, json=body, headers={"Session": old}), 401)
+                assert error["code"] == "reauth_required"
+            assert (await services.store.get("notes", note["_id"]))["locked"] is False
+            assert (await client.post(UPDATE, json=rename, headers={"Session": old})).status_code == 200  # any other field
+            again = {"email": "ada@example.com", "password": "correct horse 1"}
+            fresh = (await client.post("/_api/rest/v1/auth/signin-email", json=again)).json()["session"]["token"]
+            response = await client.post(UPDATE_FIELDS, json=lock, headers={"Session": fresh})
+            assert response.status_code == 200 and response.json()["locked"] is True
+            assert (await client.post(UPDATE, json=rename, headers={"Session": old})).status_code == 401  # signed out
+            await services.auth.mailer.drain()
+            [notice] = [m for m in await services.cache.items(outbox_key("email")) if m["to"] == "ada@example.com"]
+            assert notice["subject"] == "A security setting of your data-reauth account changed"
+            assert "This changed on your data-reauth account (ada@example.com): locked turned on." in notice["text"]
+    finally:
+        await services.auth.close()
+        await services.close()

@@ -313,5 +313,5 @@ def test_the_app_schema_still_refuses_text_that_is_no_whole_reference(
 
 def test_the_app_schema_still_checks_a_typed_value(app_validator: jsonschema.Draft202012Validator) -> None:
     assert messages(app_validator, {"name": "typed", "auth": {"password": {"bcrypt_cost": 3}}}) == [
-        "3 is less than the minimum of 4"
+        "3 is less than the minimum of 10"
     ]

@@ -153,9 +153,9 @@ def test_a_whole_reference_takes_the_type_its_setting_wants(
 def test_a_converted_value_reaches_the_auth_config(tmp_path: Path) -> None:
     (tmp_path / "app.yaml").write_text("name: typed\nauth:\n  password:\n    bcrypt_cost: ${BCRYPT_COST:-12}\n")
 
-    app = load_app(tmp_path, {"BCRYPT_COST": "5"})
+    app = load_app(tmp_path, {"BCRYPT_COST": "11"})
 
-    assert app.auth.bcrypt_cost == 5
+    assert app.auth.bcrypt_cost == 11
 
 
 def test_text_settings_stay_text_however_numeric(tmp_path: Path) -> None:
@@ -217,7 +217,7 @@ def test_a_converted_value_still_meets_the_schema(tmp_path: Path) -> None:
 
     assert problems == [
         "app.yaml:2:8: 'max_age' must be at least 0, got -3",
-        "app.yaml:3:19: 'bcrypt_cost' must be at least 4, got 3",
+        "app.yaml:3:19: 'bcrypt_cost' must be at least 10, got 3",
     ]
 
 

@@ -358,6 +358,14 @@ def test_ecompare_72_bytes_exactly():
     assert call("ECOMPARE", password, bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()) is True
 
 
+def test_ecompare_reads_the_engines_own_hashes_of_long_passwords():
+    from flowengine.hashing import hash_secret
+
+    password = "é" * 64  # 128 bytes: a bare bcrypt hash could not hold it
+    assert call("ECOMPARE", password, hash_secret(password, 4)) is True
+    assert call("ECOMPARE", "é" * 63, hash_secret(password, 4)) is False
+
+
 def test_ecompare_nul_and_bad_unicode(password_hash):
     prefix_hash = bcrypt.hashpw(b"sec", bcrypt.gensalt(rounds=4)).decode()
     assert call("ECOMPARE", "sec\0ret", prefix_hash) is False

@@ -33,6 +33,7 @@ UPDATE_FIELDS = "/_api/rest/v1/db/object/update-fields"
 async def app(tmp_path: Path) -> AsyncIterator[TwoFactorApp]:
     """The served copy, driven through the two-factor harness's auth helpers (it sends no SMS)."""
     asgi = build(shutil.copytree(APP, tmp_path / "app"), dev=True)
+    asgi.state.services.auth.passwords.cost = 4  # bcrypt's lowest: tests sign up fast (app.yaml may not go below 10)
     async with asgi.router.lifespan_context(asgi):
         transport = httpx.ASGITransport(app=asgi, client=CLIENT)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:

@@ -20,7 +20,7 @@ from flowengine.graph import compile_flow
 from flowengine.interpreter import run_flow
 from flowengine.messaging.outbox import latest
 from flowengine.http.outbox import outbox_routes
-from flowengine.messaging.sms import open_sms
+from flowengine.messaging.sms import SendLimits, open_sms, send_limits
 from flowengine.registry import Registry
 from flowengine.spec.yamlfile import loads
 from flowengine_nodes.messaging import send_sms
@@ -60,7 +60,7 @@ def twilio(twilio_server):
 def twilio_settings(fake, **overrides):
     twilio = {"account_sid": fake.account_sid, "auth_token": fake.auth_token,
               "from": "+15017122661", "base_url": fake.base_url, **overrides}
-    return {"provider": "twilio", "twilio": twilio}
+    return {"provider": "twilio", "allowed_countries": ["US"], "twilio": twilio}
 
 
 def closed_port() -> int:
@@ -169,6 +169,27 @@ async def test_twilio_texts_one_block_of_numbers_at_most_20_times_a_day(twilio, 
     assert len(twilio.requests) == 21
 
 
+def test_twilio_gets_a_daily_budget_of_200_texts_by_default():
+    assert send_limits(None, paid=True) == SendLimits(per_hour=30, per_day=200, per_prefix_per_day=20)
+    assert send_limits({"per_day": None}, paid=True).per_day is None
+    assert send_limits(None, paid=False) is None
+
+
+@pytest.mark.anyio
+async def test_twilio_sends_at_most_the_daily_budget(twilio, shared_cache):
+    sms = open_sms({**twilio_settings(twilio), "limits": {"per_hour": None, "per_day": 3}}, shared_cache)
+    for i in range(3):
+        await sms.send(block(i), "code")
+    with pytest.raises(FlowError):
+        await sms.check(block(3))  # asking is refused too, before any code is made
+    with pytest.raises(FlowError) as caught:
+        await sms.send(block(3), "code")
+    assert (caught.value.status, caught.value.code) == (429, "too_many_requests")
+    assert 86_000 < caught.value.details["retryAfter"] <= 86_400
+    assert caught.value.message == "The app has sent all the texts it may send today"
+    assert len(twilio.requests) == 3
+
+
 @pytest.mark.anyio
 async def test_check_refuses_a_spent_budget_without_spending_any(twilio, cache):
     sms = open_sms({**twilio_settings(twilio), "limits": {"per_hour": 2, "per_prefix_per_day": None}}, cache)
@@ -233,8 +254,21 @@ async def test_twilio_errors_become_sms_failed(twilio, cache, caplog, settings, 
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(("settings", "to"), [({"auth_token": "wrong"}, US), ({}, INVALID_NUMBER)],
+                         ids=["bad-credentials", "twilio-quotes-the-number"])  # fmt: skip
+async def test_a_failed_send_logs_the_number_masked(twilio, cache, caplog, settings, to):
+    """Security A5: no full phone number in the logs; its country code and last 2 digits say enough."""
+    sms = open_sms(twilio_settings(twilio, **settings), cache)
+    with pytest.raises(FlowError):
+        await sms.send(to, "hi")
+    [line] = [r.getMessage() for r in caplog.records if r.name == "flowengine.sms"]
+    assert to[2:] not in line
+    assert f"to +1********{to[-2:]}: code=" in line
+
+
+@pytest.mark.anyio
 async def test_twilio_unreachable_is_sms_failed(cache):
-    settings = {"provider": "twilio", "twilio": {
+    settings = {"provider": "twilio", "allowed_countries": ["US"], "twilio": {
         "account_sid": "AC1", "auth_token": "t", "from": "+1", "timeout": 2,
         "base_url": f"http://127.0.0.1:{closed_port()}"}}
     with pytest.raises(FlowError) as caught:
@@ -275,8 +309,13 @@ async def test_twilio_send_leaves_the_event_loop_free(twilio, cache):
          "sms.twilio.timeout must be a positive number of seconds, not 0"),
         ({"allowed_countries": ["US", "XX"]}, "sms.allowed_countries: unknown country code(s) XX"),
         ({"allowed_countries": "US"}, "sms.allowed_countries must be a list of ISO codes, not 'US'"),
+        ({"provider": "twilio", "twilio": {"account_sid": "AC1", "auth_token": "t", "from": "+1"}},
+         "sms.allowed_countries: required when sms.provider is 'twilio' (the ISO codes of the countries "
+         "the app may text, e.g. [US]): texting every country invites SMS-pumping fraud"),
         ({"keep": 0}, "sms.keep must be a positive integer, not 0"),
-        ({"limits": {"per_day": 5}}, "sms.limits must have per_hour and/or per_prefix_per_day, not {'per_day': 5}"),
+        ({"limits": {"per_week": 5}},
+         "sms.limits must have per_hour, per_day and/or per_prefix_per_day, not {'per_week': 5}"),
+        ({"limits": {"per_day": 0}}, "sms.limits.per_day must be a whole number from 1, or null for no limit, not 0"),
         ({"limits": {"per_hour": 0}}, "sms.limits.per_hour must be a whole number from 1, or null for no limit, not 0"),
         ({"limits": {"per_prefix_per_day": "20"}},
          "sms.limits.per_prefix_per_day must be a whole number from 1, or null for no limit, not '20'"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 from typing import Any
 
@@ -19,11 +20,12 @@ import bcrypt
 import httpx
 import pytest
 from two_factor_harness import (
-    FOREIGN_PHONE, OTHER_PHONE, PHONE, TWILIO_FROM, TwoFactorApp, User, contains_code, on_both_caches,
+    AUTH, FOREIGN_PHONE, OTHER_PHONE, PHONE, TWILIO_FROM, TwoFactorApp, User, contains_code, on_both_caches,
 )  # fmt: skip
 from two_factor_harness import cache_kind, fake_twilio, two_factor_app  # noqa: F401 (fixtures)
 
 from flowengine.otp import OneTimeCodes
+from flowengine.runtime import configure_logging
 
 pytestmark = pytest.mark.anyio
 
@@ -261,7 +263,31 @@ async def test_a_new_code_does_not_reset_the_account_failure_count(two_factor_ap
             assert error_of(await app.verify_phone(user, another_code(code), PHONE)) == (400, "invalid_code")
         await app.forget_spacing()
     assert (await app.set_phone(user, PHONE)).status_code == 200
-    assert error_of(await app.verify_phone(user, app.code_sent_to(PHONE), PHONE)) == (429, "too_many_attempts")
+    waiting = await app.verify_phone(user, app.code_sent_to(PHONE), PHONE)  # 10 in a row: the account waits 30 s
+    assert error_of(waiting) == (429, "too_many_attempts")
+    assert waiting.headers["Retry-After"] == "30" and waiting.json()["errors"][0]["details"] == {"retryAfter": 30}
+    app.clock.advance(30)
+    assert (await app.verify_phone(user, app.code_sent_to(PHONE), PHONE)).status_code == 200
+
+
+@on_both_caches
+async def test_a_hundred_wrong_codes_in_a_row_turn_sms_codes_off_until_a_password_reset(two_factor_app: TwoFactorApp) -> None:
+    """Security O5. The count is put at 100 directly: 100 wrong guesses would take days of delays."""
+    app = two_factor_app
+    user = await app.two_factor_user(PHONE)
+    await app.services.cache.set(f"otp-failures:{user.id}", 100)
+    assert (await app.sign_in(user.email)).status_code == 200
+    refused = await app.verify_sign_in(app.code_sent_to(PHONE), PHONE)
+    assert error_of(refused) == (429, "too_many_attempts") and "Retry-After" not in refused.headers
+    # Account recovery: the reset link from the account's email.
+    assert (await app.call("POST", f"{AUTH}/send-reset?email={user.email}")).status_code == 200
+    link = re.search(r"http://testserver/_auth/reset\?key=\S+", (await app.emails_to(user.email))[-1]["text"])
+    key = (await app.open_link(link[0]))["access_token"]
+    reset = await app.call("POST", f"{AUTH}/reset-pwd?key={key}", json={"newPassword": "a brand new password"})
+    assert reset.status_code == 200, reset.text
+    await app.forget_spacing()
+    assert (await app.sign_in(user.email, "a brand new password")).status_code == 200
+    assert (await app.verify_sign_in(app.code_sent_to(PHONE), PHONE)).status_code == 200
 
 
 @on_both_caches
@@ -270,10 +296,12 @@ async def test_a_code_expires_after_300_seconds(two_factor_app: TwoFactorApp) ->
     user = await app.verified_user()
     assert (await app.set_phone(user, PHONE)).status_code == 200
     app.clock.advance(301)
+    user = await app.signed_in_again(user)  # changing the phone needs a session at most 5 minutes old
     assert error_of(await app.verify_phone(user, app.code_sent_to(PHONE), PHONE)) == (400, "code_expired")
     assert (await app.set_phone(user, OTHER_PHONE)).status_code == 200
     app.clock.advance(299)
     assert (await app.verify_phone(user, app.code_sent_to(OTHER_PHONE), OTHER_PHONE)).status_code == 200
+    user = await app.signed_in_again(user)
     assert (await app.update_user(user, {"twoFactorAuth": True})).status_code == 200
     assert (await app.sign_in(user.email)).status_code == 200
     app.clock.advance(301)
@@ -366,6 +394,73 @@ async def test_a_spent_sms_budget_refuses_before_any_code_is_made(two_factor_app
     assert [key for key, _ in await app.cache_entries() if PHONE in key] == []  # no challenge, no send counted
 
 
+def numbers(count: int) -> list[str]:
+    """``count`` US mobile numbers, none of them PHONE or OTHER_PHONE."""
+    return [f"+141555501{i:02d}" for i in range(count)]
+
+
+async def test_one_account_gets_at_most_five_phone_codes_an_hour(two_factor_app: TwoFactorApp) -> None:
+    """Security O9: an account texting number after number must not spend the app's budget."""
+    app = two_factor_app
+    user = await app.verified_user()
+    *five, sixth = numbers(6)
+    for number in five:
+        assert (await app.set_phone(user, number)).status_code == 200
+    refused = await app.set_phone(user, sixth)
+    assert error_of(refused) == (429, "too_many_requests") and 3500 < int(refused.headers["Retry-After"]) <= 3600
+    assert len(app.twilio.requests) == 5
+    other = await app.verified_user("bob")  # the limit is the account's
+    assert (await app.set_phone(other, sixth)).status_code == 200
+
+
+async def test_one_address_gets_at_most_ten_phone_codes_an_hour(two_factor_app: TwoFactorApp) -> None:
+    app = two_factor_app
+    users = [await app.verified_user(tag) for tag in ("ann", "bob", "cat")]
+    unused = iter(numbers(12))
+    for user in users[:2]:
+        for _ in range(5):
+            assert (await app.set_phone(user, next(unused))).status_code == 200
+    refused = await app.set_phone(users[2], next(unused))
+    assert error_of(refused) == (429, "too_many_requests") and 3500 < int(refused.headers["Retry-After"]) <= 3600
+    assert len(app.twilio.requests) == 10
+    elsewhere = await app.call("POST", "/users/set-phone", user=users[2], ip="198.51.100.20",
+                               params={"phoneNumber": next(unused)})  # fmt: skip
+    assert elsewhere.status_code == 200, elsewhere.text
+
+
+async def test_one_address_gets_at_most_ten_sign_in_codes_an_hour(two_factor_app: TwoFactorApp) -> None:
+    app = two_factor_app
+    phones = numbers(3)
+    users = [await app.two_factor_user(number, tag) for number, tag in zip(phones, ("ann", "bob", "cat"))]
+    for user in users[:2]:
+        for _ in range(5):  # each number's own cap is 5 codes in 10 minutes
+            await app.forget_spacing()
+            assert (await app.sign_in(user.email)).status_code == 200
+    await app.forget_spacing()
+    refused = await app.sign_in(users[2].email)
+    assert error_of(refused) == (429, "too_many_requests") and 3500 < int(refused.headers["Retry-After"]) <= 3600
+    assert len(app.texts_to(phones[2])) == 1  # set-phone's only
+    # Only texts are counted: from the same address, a wrong password still gets its 401 and
+    # an account without two-factor sign-in still signs in.
+    assert error_of(await app.sign_in(users[2].email, "not the password")) == (401, "invalid_credentials")
+    plain = await app.verified_user("dan")
+    assert (await app.sign_in(plain.email)).json()["session"]["token"]
+
+
+async def test_the_31st_code_check_from_one_address_in_5_minutes_is_refused(two_factor_app: TwoFactorApp) -> None:
+    """Security A1: verify 30 / 5 min / address, on both code checks."""
+    app = two_factor_app
+    user = await app.verified_user()
+    for _ in range(30):
+        assert error_of(await app.verify_phone(user, "123456", PHONE)) == (400, "code_expired")
+        assert error_of(await app.verify_sign_in("123456", PHONE)) == (400, "code_expired")
+    for refused in (await app.verify_phone(user, "123456", PHONE), await app.verify_sign_in("123456", PHONE)):
+        assert error_of(refused) == (429, "too_many_requests") and 1 <= int(refused.headers["Retry-After"]) <= 300
+    elsewhere = await app.call("POST", "/users/verify-phone", user=user, ip="198.51.100.20",
+                               json={"code": "123456", "phoneNumber": PHONE})  # fmt: skip
+    assert error_of(elsewhere) == (400, "code_expired")
+
+
 # --- hardening: nothing leaks -------------------------------------------------------------------------
 
 
@@ -393,6 +488,26 @@ async def test_the_code_never_appears_in_logs_or_cache_values(two_factor_app: Tw
         assert not contains_code(kept, code), f"the code {code} is in the cache"
 
 
+async def test_the_access_log_hides_numbers_emails_and_tokens(caplog: pytest.LogCaptureFixture,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Security A5: the tutorial's set-phone puts the number in the query string (as does
+    check-phone); a server's access log must not keep it, nor emails, passwords or tokens."""
+    access = logging.getLogger("uvicorn.access")
+    monkeypatch.setattr(access, "filters", [])  # the filter configure_logging adds goes with the test
+    configure_logging()
+    caplog.set_level(logging.INFO, logger="uvicorn.access")
+    paths = {
+        "/users/set-phone?phoneNumber=%2B14155552671": "/users/set-phone?phoneNumber=[redacted]",
+        "/phone/check?x=1&phoneNumber=+14155552671&y=2": "/phone/check?x=1&phoneNumber=[redacted]&y=2",
+        "/lookup?email=ada%40example.com&phone=%2B14155552671": "/lookup?email=[redacted]&phone=[redacted]",
+        "/_auth/verify?key=secret-token": "/_auth/verify?key=[redacted]",
+        "/users?password=hunter2&page=2": "/users?password=[redacted]&page=2",
+    }
+    for path in paths:  # as uvicorn logs a request
+        access.info('%s - "%s %s HTTP/%s" %d', "203.0.113.7:50000", "POST", path, "1.1", 200)
+    assert caplog.messages == [f'203.0.113.7:50000 - "POST {path} HTTP/1.1" 200' for path in paths.values()]
+
+
 async def test_a_wrong_password_and_an_unknown_email_answer_alike(two_factor_app: TwoFactorApp) -> None:
     app = two_factor_app
     user = await app.two_factor_user()
@@ -415,6 +530,34 @@ async def test_an_unknown_email_costs_a_bcrypt_check_like_a_wrong_password(two_f
     assert len(checks) == 2, "signing in with an unknown email checked no password"
 
 
+@pytest.mark.parametrize("scheme", ["engine", "bare"])
+@pytest.mark.parametrize("password", ["x" * 100, "é" * 50, "x" * 1000], ids=["100 B", "50 é", "1000 B"])
+async def test_a_long_password_costs_one_bcrypt_check_for_known_and_unknown_emails(
+    two_factor_app: TwoFactorApp, monkeypatch: pytest.MonkeyPatch, scheme: str, password: str
+) -> None:  # fmt: skip
+    """Security A3 through the sign-in flow (find-one, then ECOMPARE): a password longer than
+    bcrypt reads must not make a known account answer at once while an unknown one spends a
+    decoy check. ``bare``: an account hashed before the engine pre-hashed (bcrypt alone)."""
+    app = two_factor_app
+    store, hasher = app.services.store, app.services.store.hasher
+    store.hasher = bare_bcrypt if scheme == "bare" else hasher
+    user = await app.verified_user()
+    store.hasher = hasher
+    stored = (await app.services.auth.find_user(user.email, sealed=True))["password"]._digest
+    assert stored.startswith("$2b$12$" if scheme == "bare" else "$fe1$2b$12$")
+    checks = count_bcrypt_checks(monkeypatch)
+    known = await app.sign_in(user.email, password)
+    assert len(checks) == 1, "a known account answered without a bcrypt check"
+    unknown = await app.sign_in(f"nobody-{secrets.token_hex(4)}@example.com", password)
+    assert len(checks) == 2
+    assert (known.status_code, known.content) == (unknown.status_code, unknown.content) and known.status_code == 401
+
+
+async def bare_bcrypt(plain: str) -> str:
+    """A password hash as flowengine made them before ``$fe1``: bcrypt of the UTF-8 bytes alone."""
+    return await asyncio.to_thread(lambda: bcrypt.hashpw(plain.encode(), bcrypt.gensalt(12)).decode())
+
+
 async def test_an_unverified_email_gets_the_same_generic_401(two_factor_app: TwoFactorApp) -> None:
     app = two_factor_app
     email, _ = await app.signed_up()
@@ -422,6 +565,83 @@ async def test_an_unverified_email_gets_the_same_generic_401(two_factor_app: Two
     wrong = await app.sign_in(email, "not the password")
     assert error_of(unverified) == (401, "invalid_credentials")
     assert (unverified.status_code, unverified.content) == (wrong.status_code, wrong.content)
+
+
+# --- hardening: a recent sign-in, notices, other sessions (security S3, S4, S6, A4) ------------------
+
+
+async def test_a_session_signed_in_over_5_minutes_ago_cannot_turn_two_factor_off(two_factor_app: TwoFactorApp) -> None:
+    app = two_factor_app
+    user = await app.two_factor_user()  # set up right after signing in, as the tutorial's user does
+    app.clock.advance(301)
+    refused = await app.update_user(user, {"twoFactorAuth": False})
+    assert error_of(refused) == (401, "reauth_required")
+    assert refused.json()["errors"][0]["message"].startswith("Sign in again to make this change")
+    assert (await app.me(user)).json()["twoFactorAuth"] is True  # the session itself still works
+    challenged = await app.sign_in(user.email)
+    assert "session" not in challenged.json()  # and signing in still asks for the code
+    # Signing in again, code included, gives a session that may.
+    signed_in = await app.verify_sign_in(app.code_sent_to(PHONE), PHONE)
+    fresh = User(user.email, user.id, signed_in.json()["session"]["token"])
+    assert (await app.update_user(fresh, {"twoFactorAuth": False})).json()["twoFactorAuth"] is False
+
+
+async def test_a_session_signed_in_over_5_minutes_ago_cannot_change_the_phone(two_factor_app: TwoFactorApp) -> None:
+    app = two_factor_app
+    user = await app.verified_user()
+    await app.with_phone(user, PHONE)
+    app.clock.advance(301)
+    assert error_of(await app.set_phone(user, OTHER_PHONE)) == (401, "reauth_required")
+    assert app.texts_to(OTHER_PHONE) == []  # no code made, no text sent
+    user = await app.signed_in_again(user)
+    app.clock.advance(150)
+    assert (await app.set_phone(user, OTHER_PHONE)).status_code == 200
+    app.clock.advance(160)  # the code lives 300 s; the session was signed in 310 s ago
+    code = app.code_sent_to(OTHER_PHONE)
+    assert error_of(await app.verify_phone(user, code, OTHER_PHONE)) == (401, "reauth_required")
+    assert (await app.me(user)).json()["phone"] == PHONE
+    user = await app.signed_in_again(user)  # the same code, from a fresh session
+    verified = await app.verify_phone(user, code, OTHER_PHONE)
+    assert verified.status_code == 200 and verified.json()["phone"] == OTHER_PHONE
+
+
+async def test_a_new_phone_tells_the_email_and_signs_out_the_other_devices(two_factor_app: TwoFactorApp) -> None:
+    app = two_factor_app
+    user = await app.verified_user()
+    other = await app.signed_in_again(user)  # another device
+    before = len(await app.emails_to(user.email))
+    await app.with_phone(user, PHONE)
+    [notice] = (await app.emails_to(user.email))[before:]
+    assert notice["subject"] == "A new phone number is on your Two-factor demo account"
+    assert "ending in 71" in notice["text"] and PHONE not in notice["text"]  # the number itself stays off email
+    assert error_of(await app.me(other)) == (401, "invalid_session_token")
+    assert (await app.me(user)).status_code == 200  # the device that made the change stays signed in
+
+
+async def test_two_factor_on_or_off_tells_the_email_and_signs_out_the_other_devices(two_factor_app: TwoFactorApp) -> None:
+    app = two_factor_app
+    user = await app.verified_user()
+    await app.with_phone(user)
+    other = await app.signed_in_again(user)
+    before = len(await app.emails_to(user.email))
+    assert (await app.update_user(user, {"twoFactorAuth": True})).status_code == 200
+    [on] = (await app.emails_to(user.email))[before:]
+    assert "two factor auth turned on" in on["text"] and "security setting" in on["subject"]
+    assert error_of(await app.me(other)) == (401, "invalid_session_token")
+    # Another device signs in (with the code); turning it off signs that one out too.
+    await app.sign_in(user.email)
+    other = User(user.email, user.id, (await app.verify_sign_in(app.code_sent_to(PHONE), PHONE)).json()["session"]["token"])
+    assert (await app.update_user(user, {"twoFactorAuth": False})).status_code == 200
+    off = (await app.emails_to(user.email))[-1]
+    assert "two factor auth turned off" in off["text"]
+    assert error_of(await app.me(other)) == (401, "invalid_session_token")
+    assert (await app.me(user)).status_code == 200
+    # Writing what is already there changes nothing: no notice, nobody signed out.
+    other = await app.signed_in_again(user)
+    count = len(await app.emails_to(user.email))
+    assert (await app.update_user(user, {"twoFactorAuth": False})).status_code == 200
+    assert len(await app.emails_to(user.email)) == count
+    assert (await app.me(other)).status_code == 200
 
 
 def count_comparisons(monkeypatch: pytest.MonkeyPatch) -> list[Any]:

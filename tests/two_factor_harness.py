@@ -31,6 +31,7 @@ import yaml
 from fake_twilio import FakeTwilio, serve_fake_twilio
 
 from flowengine.errors import FlowError
+from flowengine.messaging.outbox import outbox_key
 from flowengine.runtime import build
 
 REFERENCE_APP = Path(__file__).parent.parent
@@ -145,6 +146,12 @@ class TwoFactorApp:
         assert granted.status_code == 200, granted.text
         return User(email, granted.json()["user"]["_id"], granted.json()["session"]["token"])
 
+    async def signed_in_again(self, user: User) -> User:
+        """``user`` with a new session from the auth API (password only): fresh, as right after signing in."""
+        response = await self.call("POST", f"{AUTH}/signin-email", json={"email": user.email, "password": PASSWORD})
+        assert response.status_code == 200, response.text
+        return User(user.email, user.id, response.json()["session"]["token"])
+
     async def open_link(self, link: str) -> dict[str, str]:
         """An email link's outcome: the query of its redirect (not followed), or its JSON."""
         response = await self.call("GET", link)
@@ -177,6 +184,11 @@ class TwoFactorApp:
                 return response.text
             await asyncio.sleep(0.01)
         raise AssertionError(f"no email to {to} in the outbox")
+
+    async def emails_to(self, to: str) -> list[dict[str, Any]]:
+        """Every email to ``to`` in the outbox, oldest first, once the auth emails on their way are out."""
+        await self.services.auth.mailer.drain()
+        return [r for r in reversed(await self.services.cache.items(outbox_key("email"))) if r.get("to") == to]
 
     def texts_to(self, number: str) -> list[str]:
         """The bodies of the messages the fake Twilio was asked to send to ``number``."""

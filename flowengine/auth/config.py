@@ -8,7 +8,7 @@ check`` finds a bad lifetime or a broken email template before a server starts::
       confirm_email: true                  # sign-up sends a verification link (default)
       redirect_url: "${AUTH_REDIRECT_URL}" # where email links land: ?action=&status=&access_token=
       base_url: "${PUBLIC_URL}"            # this server's public URL, for the links in emails
-      session: { lifetime: 30d, idle: 7d }
+      session: { lifetime: 24h, idle: 1h, fresh: 5m }   # fresh: signed in this recently (see sessions.py)
       tokens: { verify_email: 24h, magic_link: 15m, reset_password: 15m, change_email: 1h, grant: 5m }
       password: { min_length: 8, bcrypt_cost: 12 }
       rate_limits:
@@ -28,6 +28,12 @@ from flowengine.errors import SpecError
 DAY = 86400.0
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY}
 _DURATION = re.compile(r"^([0-9]+)(s|m|h|d)$")
+#: A session's lifetime after sign-in and its idle timeout: the defaults are the most a setting
+#: may be, NIST SP 800-63B-4 AAL2 (at most 24 hours; at most 1 hour unused). Shorter is fine
+#: (rev 3's AAL2: 12 hours, 30 minutes).
+SESSION_LIFETIME, SESSION_IDLE = DAY, 3600.0
+#: How recently a fresh session signed in: 5 minutes by default, 30 at most (security S6).
+FRESH, FRESH_CEILING = 300.0, 1800.0
 
 #: Link-token purposes: the setting that names each one's lifetime, its default and its ceiling.
 #: The ceilings are the security floor (a magic link or reset link that lives longer than
@@ -66,8 +72,10 @@ class AuthConfig:
     confirm_email: bool = True
     redirect_url: str | None = None
     base_url: str | None = None
-    session_lifetime: float = 30 * DAY
-    session_idle: float = 7 * DAY
+    session_lifetime: float = SESSION_LIFETIME
+    session_idle: float = SESSION_IDLE
+    #: A session signed in at most this long ago is fresh (``session: fresh`` endpoints, ``reauth`` fields).
+    session_fresh: float = FRESH
     token_lifetimes: Mapping[str, float] = field(
         default_factory=lambda: {purpose: spec[1] for purpose, spec in TOKEN_LIFETIMES.items()}
     )
@@ -105,8 +113,9 @@ def load_config(section: Mapping[str, Any], where: Any, root: Path) -> tuple[Aut
         confirm_email=section.get("confirm_email", True),
         redirect_url=section.get("redirect_url") or None,
         base_url=(section.get("base_url") or "").rstrip("/") or None,
-        session_lifetime=seconds(session.get("lifetime", 30 * DAY)),
-        session_idle=seconds(session.get("idle", 7 * DAY)),
+        session_lifetime=_session_limit(session, "lifetime", SESSION_LIFETIME, where, problems),
+        session_idle=_session_limit(session, "idle", SESSION_IDLE, where, problems),
+        session_fresh=_fresh(session, where, problems),
         token_lifetimes=_lifetimes(section.get("tokens") or {}, where, problems),
         min_password_length=password.get("min_length", 8),
         bcrypt_cost=password.get("bcrypt_cost", 12),
@@ -115,6 +124,14 @@ def load_config(section: Mapping[str, Any], where: Any, root: Path) -> tuple[Aut
         models=internal_models(),
     )
     return config, problems
+
+
+def _session_limit(session: Mapping[str, Any], name: str, ceiling: float, where: Any, problems: list[SpecError]) -> float:
+    limit = seconds(session.get(name, ceiling))
+    if limit > ceiling:
+        what = "last at most 24 hours after sign-in" if name == "lifetime" else "stay unused at most 1 hour"
+        problems.append(SpecError(where("auth", "session", name), f"a session may {what}, not {session[name]}"))
+    return limit
 
 
 def _lifetimes(tokens: Mapping[str, Any], where: Any, problems: list[SpecError]) -> dict[str, float]:
@@ -127,6 +144,14 @@ def _lifetimes(tokens: Mapping[str, Any], where: Any, problems: list[SpecError])
             problems.append(SpecError(where("auth", "tokens", name), message))
         lifetimes[purpose] = lifetime
     return lifetimes
+
+
+def _fresh(session: Mapping[str, Any], where: Any, problems: list[SpecError]) -> float:
+    fresh = seconds(session.get("fresh", FRESH))
+    if fresh > FRESH_CEILING:
+        message = f"a session may count as freshly signed in for at most 30 minutes, not {session['fresh']}"
+        problems.append(SpecError(where("auth", "session", "fresh"), message))
+    return fresh
 
 
 def _limits(section: Mapping[str, Any]) -> dict[str, RateLimit]:

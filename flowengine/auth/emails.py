@@ -4,8 +4,12 @@ Each email has an HTML template and a plain-text one; the HTML's ``<title>`` is 
 Built-in templates live beside this module; an app overrides any of them with
 ``templates/auth/<name>.html`` (and ``.txt``) in its folder. Holes are expressions
 (``{{ link }}``, ``{{ user.name }}``) over ``app``, ``env``, ``user``, ``email`` (the
-recipient), ``link``, ``expires`` (like "15 minutes") and ``newEmail``; in HTML they are
-escaped.
+recipient), ``link``, ``expires`` (like "15 minutes"), ``newEmail`` and ``change`` (what a
+security notice reports, like "two factor auth turned off"); in HTML they are escaped.
+
+Besides the emails with links there are notices, sent to the account's address after the
+fact: ``email-changed`` (to the old address), ``password-changed`` (a change or a reset) and
+``setting-changed`` (a field marked ``reauth`` changed through the data API).
 
 Sending happens in a background task. A request answers at once whether or not an email
 went out, so "is there an account for this address?" shows in neither the answer nor
@@ -30,9 +34,10 @@ log = logging.getLogger("flowengine.auth")
 BUILT_IN = Path(__file__).with_name("templates")
 #: Where an app puts its own versions, relative to its folder.
 OVERRIDES = "templates/auth"
-NAMES = ("verify-email", "magic-link", "reset-password", "change-email", "email-changed")
+NAMES = ("verify-email", "magic-link", "reset-password", "change-email", "email-changed", "password-changed",
+         "setting-changed")
 #: What a template's holes may read.
-SCOPE_NAMES = frozenset({"app", "env", "user", "email", "link", "expires", "newEmail"})
+SCOPE_NAMES = frozenset({"app", "env", "user", "email", "link", "expires", "newEmail", "change"})
 _TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from flowengine import otp
 from flowengine.auth.users import USERS, email_taken, public
 from flowengine.errors import FlowError
 
@@ -117,13 +118,17 @@ class EmailLinks:
     async def reset_password(self, key: Any, new: Any) -> None:
         """Set the password a reset link was for; every session of the user ends (no sign-in)."""
         auth = self.auth
-        new = auth.passwords.check_new(new, "newPassword")  # before redeeming: a typo keeps the link alive
+        owner = await self._user(await auth.tokens.peek("reset", key))
+        # checked before redeeming: a typo keeps the link alive
+        new = auth.passwords.check_new(new, "newPassword", avoid=((owner or {}).get("email"),))
         user = await self._user(await auth.tokens.redeem("reset", key))
         if user is None:
             raise invalid_token()
         await auth.store.update(USERS, user["_id"], {"password": new})
         await auth.sessions.end_all(user["_id"])
+        auth.notify("password-changed", user)
         await auth.limits.clear("signin_account", user.get("email") or user["_id"])  # a locked-out owner is back
+        await otp.reset_failures(auth.services.cache, user["_id"])  # so are one-time codes (security O5)
 
     # --- helpers
 
@@ -154,7 +159,7 @@ class EmailLinks:
         return public(user or {})
 
     def _mail(self, template: str, to: str, user: dict[str, Any], link: str, purpose: str, **names: Any) -> None:
-        self.auth.mailer.send(template, to, user=public(user), link=link, expires=_duration(self.auth.config.token_lifetimes[purpose]), **names)
+        self.auth.mailer.send(template, to, user=public(user), link=link, expires=duration(self.auth.config.token_lifetimes[purpose]), **names)
 
     @staticmethod
     def _link(base: str, purpose: str, token: str) -> str:
@@ -165,7 +170,7 @@ def invalid_token() -> FlowError:
     return FlowError("invalid_access_token", "Invalid or expired access token", status=400)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     """``900`` → "15 minutes", ``86400`` → "24 hours"."""
     for unit, size in (("hour", 3600), ("minute", 60)):
         if seconds >= size and seconds % size == 0:

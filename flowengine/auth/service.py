@@ -8,6 +8,11 @@ raises ``FlowError`` for a request to answer with.
 Two rules shape the code. Account lookups by email answer the same whether the account
 exists or not (a decoy bcrypt check, the same error, emails sent in the background). And
 every guess at a password is counted before it is checked.
+
+And a third for the changes that could take over an account: they need proof of who is
+asking (the password, or a *fresh* session: signed in within ``auth.session.fresh``, see
+``sessions.py``), the account's address is told afterwards, and the user's other sessions
+end, so a stolen session neither makes the change quietly nor survives it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from flowengine.auth import useragent
 from flowengine.auth.config import AuthConfig
 from flowengine.auth.emails import Mailer
 from flowengine.auth.limits import RateLimiter
-from flowengine.auth.links import EmailLinks
+from flowengine.auth.links import EmailLinks, duration
 from flowengine.auth.passwords import Passwords
 from flowengine.auth.sessions import Sessions, client_shape
 from flowengine.auth.tokens import LinkTokens
@@ -54,7 +59,7 @@ class AuthService:
         self.services = services
         self.store = services.store
         self.users = self.store.models[USERS]
-        self.passwords = Passwords(config.bcrypt_cost, config.min_password_length)
+        self.passwords = Passwords(config.bcrypt_cost, config.min_password_length, avoid=(app_name,))
         self.sessions = Sessions(self.store, self.now, config.session_lifetime, config.session_idle)
         self.tokens = LinkTokens(services.cache, config.token_lifetimes, self.now)
         self.limits = RateLimiter(services.cache, config.rate_limits)
@@ -76,16 +81,20 @@ class AuthService:
 
     # --- who is asking
 
-    async def authenticate(self, request: Any, required: bool) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    async def authenticate(self, request: Any, required: bool,
+                           fresh: bool = False) -> tuple[dict[str, Any], dict[str, Any]] | None:  # fmt: skip
         """``(session, user)`` of the request's session token; None without one unless ``required``.
 
         The token comes from the ``Session`` header (the Altogic client), ``Authorization:
         Bearer``, or the ``session_token`` cookie. Missing: 401 ``missing_session_token``;
-        unknown, ended or revoked: 401 ``invalid_session_token``, required or not.
+        unknown, ended or revoked: 401 ``invalid_session_token``, required or not; with
+        ``fresh``, signed in too long ago: 401 ``reauth_required``.
         """
         if not required and session_token(request) is None:
             return None
         caller = await self.caller(request)
+        if fresh:
+            self.check_fresh(caller)
         return client_shape(caller.row, caller.token), caller.user
 
     async def caller(self, request: Any) -> Caller:
@@ -99,13 +108,24 @@ class AuthService:
             raise _session_error("invalid_session_token", "The session token is invalid or has expired")
         return Caller(row, token, user)
 
+    def check_fresh(self, caller: Caller) -> None:
+        """Nothing if the caller signed in within ``auth.session.fresh``; else 401 ``reauth_required``.
+
+        The client keeps its session (the code is not one it drops sessions for): the user
+        signs in again, and the new session is fresh.
+        """
+        if self.sessions.signed_in_ago(caller.row) > self.config.session_fresh:
+            within = duration(self.config.session_fresh)
+            message = f"Sign in again to make this change: it needs a session signed in within the last {within}"
+            raise FlowError("reauth_required", message, status=401, origin="session_token_error")
+
     # --- signing up and in
 
     async def sign_up(self, email: Any, password: Any, profile: Any, *, trusted: bool, ip: str,
                       agent: str | None, base: str) -> dict[str, Any]:  # fmt: skip
         """Create an account; ``{user, session}``, with ``session: null`` until the email is confirmed."""
         email = self.check_email(email)
-        password = self.passwords.check_new(password)
+        password = self.passwords.check_new(password, avoid=(email,))
         extra = self._profile(profile, trusted)
         await self.limits.hit("signup_ip", ip)
         if await self.find_user(email) is not None:
@@ -144,13 +164,18 @@ class AuthService:
         """The account (sealed) if ``password`` is its password, else None.
 
         The guess is counted against the account first (by its address); a right one clears
-        the count. An unknown account costs a bcrypt check all the same.
+        the count. An unknown account costs a bcrypt check all the same. A right password
+        whose hash is outdated (a lower cost than the app's, or the bare bcrypt of older
+        versions) is hashed again, at the app's cost.
         """
         await self.limits.hit("signin_account", email)
         user = await (self.store.get(USERS, user_id, sealed=True) if user_id else self.find_user(email, sealed=True))
-        if not await self.passwords.matches(user.get("password") if user else None, password):
+        sealed = user.get("password") if user else None
+        if not await self.passwords.matches(sealed, password):
             return None
         await self.limits.clear("signin_account", email)
+        if self.passwords.outdated(sealed):
+            await self.store.update(USERS, user["_id"], {"password": password})
         return user
 
     async def check_own_password(self, caller: Caller, password: str) -> None:
@@ -165,16 +190,36 @@ class AuthService:
         return [client_shape(row, caller.token if row["_id"] == caller.row["_id"] else row["_id"]) for row in rows]
 
     async def sign_out(self, caller: Caller, handle: Any) -> None:
-        """End the caller's session, or another of the user's sessions named by ``handle``."""
-        await self.sessions.end(caller.user_id, handle if handle else caller.token)
+        """End the caller's session, or (from a fresh session) another of the user's sessions named by ``handle``."""
+        if not handle or handle in (caller.token, caller.row["_id"]):
+            await self.sessions.end(caller.user_id, caller.token)
+            return
+        self.check_fresh(caller)  # else a stolen session could sign the owner out of their devices
+        await self.sessions.end(caller.user_id, handle)
+
+    async def sign_out_all(self, caller: Caller, keep_own: bool) -> None:
+        """End every session of the user (but the caller's with ``keep_own``); needs a fresh session."""
+        self.check_fresh(caller)
+        await self.sessions.end_all(caller.user_id, keep=caller.row["_id"] if keep_own else None)
 
     async def change_password(self, caller: Caller, new: Any, old: Any) -> None:
-        """Replace the password after checking the old one; the user's other sessions end."""
-        new = self.passwords.check_new(new, "newPassword")
+        """Replace the password after checking the old one; the user's other sessions end, the address is told."""
+        new = self.passwords.check_new(new, "newPassword", avoid=(caller.user.get("email"),))
         old = self.passwords.check_given(old, "oldPassword")
         await self.check_own_password(caller, old)
         await self.store.update(USERS, caller.user_id, {"password": new})
         await self.sessions.end_all(caller.user_id, keep=caller.row["_id"])
+        self.notify("password-changed", caller.user)
+
+    async def setting_changed(self, caller: Caller, change: str) -> None:
+        """A ``reauth`` field changed (``change`` says how): the user's other sessions end, the address is told."""
+        await self.sessions.end_all(caller.user_id, keep=caller.row["_id"])
+        self.notify("setting-changed", caller.user, change=change)
+
+    def notify(self, template: str, user: dict[str, Any], **names: Any) -> None:
+        """Mail a security notice to the account's address (in the background)."""
+        if user.get("email"):
+            self.mailer.send(template, user["email"], user=public(user), **names)
 
     # --- helpers
 

@@ -6,6 +6,12 @@ signs nobody in. A session ends at its absolute ``expiresAt`` or after ``idle`` 
 unused; ``lastUsedAt`` is written at most once a minute, so reads do not turn every
 request into a write. Ended sessions are deleted when next met.
 
+A session also keeps ``signedInAt``: when its user proved who they are (a password, a
+magic link, a second factor). A session signed in within the app's ``auth.session.fresh``
+window (5 minutes by default) is *fresh*, and only a fresh session may make the changes
+that take over an account (a phone, two-factor sign-in, revoking other sessions): a stolen
+session token that is older than that must sign in again first.
+
 What the client sees is the Altogic ``Session``: ``{userId, token, creationDtm,
 accessGroupKeys, userAgent}``. Listing a user's sessions cannot show the other sessions'
 tokens (none is kept, and each is a bearer credential), so there ``token`` is the session's
@@ -46,6 +52,7 @@ _MODEL = {
         "accessGroupKeys": {"type": "list", "items": "text"},
         "expiresAt": {"type": "datetime", "required": True},
         "lastUsedAt": {"type": "datetime", "required": True},
+        "signedInAt": {"type": "datetime"},  # absent on sessions opened before it was kept: never fresh
     },
 }  # fmt: skip
 
@@ -79,7 +86,7 @@ class Sessions:
         row = await self.store.create(SESSIONS, {
             "userId": user_id, "tokenHash": digest(token), "accessGroupKeys": list(groups),
             "userAgent": useragent.compact(useragent.parse(agent)),
-            "expiresAt": _moment(now + self.lifetime), "lastUsedAt": _moment(now),
+            "expiresAt": _moment(now + self.lifetime), "lastUsedAt": _moment(now), "signedInAt": _moment(now),
         })  # fmt: skip
         return client_shape(row, token)
 
@@ -100,16 +107,24 @@ class Sessions:
                                           sort={"createdAt": "asc"}, limit=1000)  # fmt: skip
         return [row for row in rows if await self._alive(row)]
 
-    async def end(self, user_id: str, handle: Any) -> bool:
-        """End one of the user's sessions, named by its token or by its ``_id`` (as listed)."""
+    def signed_in_ago(self, row: dict[str, Any]) -> float:
+        """Seconds since the session's user signed in (infinite when it is not known)."""
+        at = row.get("signedInAt")
+        return self.clock() - _seconds(at) if at else float("inf")
+
+    async def named(self, user_id: str, handle: Any) -> dict[str, Any] | None:
+        """One of the user's sessions, named by its token or by its ``_id`` (as listed); else None."""
         row = None
         if isinstance(handle, str) and _TOKEN.match(handle):
             row = await self.store.find_one(SESSIONS, self._by_hash.evaluate({"hash": digest(handle)}))
         if row is None:
             row = await self.store.get(SESSIONS, handle)
-        if row is None or row["userId"] != user_id:
-            return False
-        return await self.store.delete(SESSIONS, row["_id"])
+        return row if row is not None and row["userId"] == user_id else None
+
+    async def end(self, user_id: str, handle: Any) -> bool:
+        """End one of the user's sessions, named by its token or by its ``_id`` (as listed)."""
+        row = await self.named(user_id, handle)
+        return row is not None and await self.store.delete(SESSIONS, row["_id"])
 
     async def end_all(self, user_id: str, keep: str | None = None) -> int:
         """End every session of the user except the one whose ``_id`` is ``keep``; how many ended."""

@@ -120,9 +120,12 @@ class _Runner:
             return None, None
         auth = self.services.auth
         if auth is not None:
-            found = await auth.authenticate(request, required=mode == "required")
+            if mode == "fresh":  # signed in within auth.session.fresh, else 401 reauth_required
+                found = await auth.authenticate(request, required=True, fresh=True)
+            else:
+                found = await auth.authenticate(request, required=mode == "required")
             return found if found is not None else (None, None)
-        if mode == "required":
+        if mode != "optional":
             raise FlowError(
                 "missing_session_token", "A session token is required", status=401, origin="session_token_error"
             )

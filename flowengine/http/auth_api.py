@@ -9,6 +9,10 @@ The emails link to ``/_auth/<target>?key=...``; those routes redirect the browse
 app's ``auth.redirect_url`` with ``status`` ("200" or "400"), ``action`` (``email-confirm``,
 ``magic-link``, ``reset-pwd``, ``change-email``), ``access_token`` and, on failure,
 ``error``. They need no client key: a browser opening a link from an email sends none.
+
+Ending sessions other than the caller's own (``signout`` with another's token,
+``signout-all``, ``signout-all-except``) needs a fresh session: signed in within
+``auth.session.fresh``, else 401 ``reauth_required`` (security S3).
 """
 
 from __future__ import annotations
@@ -60,12 +64,10 @@ def auth_routes(auth: AuthService, api_keys: Iterable[str] = ()) -> list[Route]:
         await auth.sign_out(caller, body.get("token"))
 
     async def sign_out_all(request: Request) -> None:
-        caller = await auth.caller(request)
-        await auth.sessions.end_all(caller.user_id)
+        await auth.sign_out_all(await auth.caller(request), keep_own=False)
 
     async def sign_out_others(request: Request) -> None:
-        caller = await auth.caller(request)
-        await auth.sessions.end_all(caller.user_id, keep=caller.row["_id"])
+        await auth.sign_out_all(await auth.caller(request), keep_own=True)
 
     async def sessions(request: Request) -> Any:
         return await auth.list_sessions(await auth.caller(request))

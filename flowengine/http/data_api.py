@@ -18,6 +18,11 @@ refused unless a rule allows it:
   the owner field or ``_id``/``createdAt``/``updatedAt``, and never the ``users`` identity
   fields that only the auth flows change (``IDENTITY_FIELDS``).
 
+A field the model marks ``reauth: true`` is written only from a fresh session (signed in
+within ``auth.session.fresh``, 5 minutes by default), else 401 ``reauth_required`` and the
+client signs in again; when such a field changes, the user's other sessions end and the
+account's address gets a ``setting-changed`` notice.
+
 Every refused field is one item of a 400 ``validation_error`` naming it, and nothing is
 stored; the store's own validation answers the same way for bad values, unique values and
 the model's ``rules`` (``!this.twoFactorAuth || this.phoneVerified`` is how the two-factor
@@ -32,7 +37,7 @@ answer::
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -43,6 +48,9 @@ from flowengine.errors import FlowError, SpecErrors, ValidationFailed
 from flowengine.http.requests import DEFAULT_BODY_LIMIT, read_json
 from flowengine.access import Writable, writable_models
 from flowengine.spec.app import App
+
+if TYPE_CHECKING:
+    from flowengine.auth.service import Caller
 
 PREFIX = "/_api/rest/v1/db/object"
 # --- the routes ---------------------------------------------------------------------------------
@@ -67,25 +75,25 @@ class _DataAPI:
         self.body_limit = (settings.get("limits") or {}).get("body_bytes", DEFAULT_BODY_LIMIT)
 
     async def update(self, request: Request) -> Response:
-        user, body, rule = await self.begin(request)
+        caller, body, rule = await self.begin(request)
         values = body.get("values")
         if not isinstance(values, Mapping) or not values:
             raise _invalid("values", "values must be an object of the fields to change")
-        return await self.write(rule, body["id"], user, list(values),
+        return await self.write(rule, body["id"], caller, list(values),
                                 lambda store: store.update(rule.model.name, body["id"], values))  # fmt: skip
 
     async def update_fields(self, request: Request) -> Response:
-        user, body, rule = await self.begin(request)
+        caller, body, rule = await self.begin(request)
         updates = body.get("updates")
         updates = [updates] if isinstance(updates, Mapping) else updates
         if not isinstance(updates, list) or not updates or not all(isinstance(u, Mapping) for u in updates):
             raise _invalid("updates", "updates must be a list of {field, updateType, value}")
-        return await self.write(rule, body["id"], user, [u.get("field") for u in updates],
+        return await self.write(rule, body["id"], caller, [u.get("field") for u in updates],
                                 lambda store: store.update_fields(rule.model.name, body["id"], updates))  # fmt: skip
 
-    async def begin(self, request: Request) -> tuple[Any, dict[str, Any], Writable]:
+    async def begin(self, request: Request) -> tuple[Caller, dict[str, Any], Writable]:
         """Who asks (before what they sent), the body, and the rule of its model."""
-        user = await self.signed_in(request)
+        caller = await self.signed_in(request)
         body = await read_json(request, self.body_limit)
         if not isinstance(body, dict):
             raise _invalid("", "the body must be a JSON object")
@@ -96,33 +104,37 @@ class _DataAPI:
         if rule is None:  # unknown and closed models look the same
             raise FlowError("model_not_writable", f"objects of '{body['model']}' cannot be changed through the data API",
                             status=403, details={"model": body["model"]})  # fmt: skip
-        return user, body, rule
+        return caller, body, rule
 
-    async def signed_in(self, request: Request) -> Any:
-        found = await self.services.auth.authenticate(request, required=True) if self.services.auth else None
-        if found is None:
+    async def signed_in(self, request: Request) -> Caller:
+        if self.services.auth is None:
             raise FlowError("missing_session_token", "A session token is required", status=401,
                             origin="session_token_error")  # fmt: skip
-        return found[1]
+        return await self.services.auth.caller(request)
 
-    async def write(self, rule: Writable, id: str, user: Any, changed: list[Any],
+    async def write(self, rule: Writable, id: str, caller: Caller, changed: list[Any],
                     change: Callable[[Any], Awaitable[Any]]) -> Response:  # fmt: skip
         """Check the owner and the fields, then change the object, in one transaction: the
         object cannot change hands in between, and a refused update leaves nothing behind."""
-        store = self.services.store
+        store, auth = self.services.store, self.services.auth
         async with store.transaction():
             found = await store.get(rule.model.name, id, locked=True)
             if found is None:
                 raise _not_found(rule.model.name, id)
-            if found.get(rule.owner) != user["_id"]:
+            if found.get(rule.owner) != caller.user_id:
                 raise FlowError("not_owner", f"this {rule.model.name} object belongs to another user", status=403,
                                 details={"model": rule.model.name, "id": id})  # fmt: skip
             refused = rule.refusals(changed)
             if refused:
                 raise ValidationFailed(refused)
+            if rule.reauth_fields(changed):
+                auth.check_fresh(caller)
             updated = await change(store)
             if updated is None:
                 raise _not_found(rule.model.name, id)
+        setting = rule.setting_changes(found, updated)
+        if setting:
+            await auth.setting_changed(caller, setting)
         return JSONResponse(rule.shown(updated))
 
 

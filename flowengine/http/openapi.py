@@ -52,7 +52,7 @@ SECURITY_SCHEMES = {
 #: Errors any endpoint can answer with, whatever its flow does.
 COMMON_ERRORS = {
     400: "Invalid input: one error item per bad field",
-    401: "Missing or invalid session token or client key",
+    401: "Missing or invalid session token or client key, or (reauth_required) a session signed in too long ago",
     404: "Not found",
     500: "Internal error; the message carries an error id to look up in the log",
 }
@@ -176,7 +176,7 @@ def _stated_statuses(flow: Flow) -> set[int]:
 
 def _security(session: str, client_keys: bool) -> list[dict[str, list[str]]]:
     key: dict[str, list[str]] = {"clientKey": []} if client_keys else {}
-    if session == "required":
+    if session in ("required", "fresh"):
         return [{"session": [], **key}]
     if session == "optional":
         return [{"session": [], **key}, key]

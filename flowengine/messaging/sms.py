@@ -21,7 +21,7 @@ from twilio.rest import Client
 
 from flowengine import limits
 from flowengine.errors import FlowError
-from flowengine.phones import phone
+from flowengine.phones import masked, phone
 from flowengine.messaging.outbox import DEFAULT_KEEP, SmsOutbox
 
 log = logging.getLogger("flowengine.sms")
@@ -44,15 +44,20 @@ def open_sms(settings: dict[str, Any] | None, cache: Any) -> Any:
         choices = ", ".join(PROVIDERS)
         raise ValueError(f"sms.provider: unknown provider {provider!r} (expected one of {choices})")
     countries = allowed_countries(settings.get("allowed_countries"))
+    if provider == "twilio" and not countries:
+        raise ValueError("sms.allowed_countries: required when sms.provider is 'twilio' (the ISO codes of the"
+                         " countries the app may text, e.g. [US]): texting every country invites SMS-pumping fraud")
     budget = send_limits(settings.get("limits"), paid=provider != "outbox")
     return SmsRules(sender, cache, countries, budget) if countries or budget else sender
 
 
 @dataclass(frozen=True)
 class SendLimits:
-    """How many texts the app may send: a budget per hour, and per block of 1,000 numbers a day."""
+    """How many texts the app may send: a budget per hour and per day, and per block of 1,000
+    numbers a day."""
 
     per_hour: int | None = 30
+    per_day: int | None = 200
     per_prefix_per_day: int | None = 20
 
 
@@ -60,8 +65,9 @@ class SmsRules:
     """The provider behind the app's rules, checked before any provider is paid to try.
 
     SMS pumping fraud sends codes to premium numbers: a country allow-list is the cheap cure.
-    A budget per hour caps what a bot can spend anyway, and a cap per block of 1,000 numbers
-    (the number without its last three digits) stops one range from being milked.
+    A budget per hour caps what a bot can spend anyway, one per day what it can spend while
+    nobody watches, and a cap per block of 1,000 numbers (the number without its last three
+    digits) stops one range from being milked.
     """
 
     def __init__(self, provider: Any, cache: Any, countries: frozenset[str], budget: SendLimits | None) -> None:
@@ -100,6 +106,8 @@ class SmsRules:
                              "Too many texts went to numbers like this one today"))  # fmt: skip
         if self.budget.per_hour:
             counters.append(("sms-budget", self.budget.per_hour, HOUR, "The app has sent all the texts it may send this hour"))
+        if self.budget.per_day:  # after the hour's: a refusal this hour does not spend the day's
+            counters.append(("sms-budget-day", self.budget.per_day, DAY, "The app has sent all the texts it may send today"))
         return counters
 
     async def close(self) -> None:
@@ -113,12 +121,12 @@ def _block(number: str) -> str:
 
 
 def send_limits(settings: Any, paid: bool) -> SendLimits | None:
-    """The ``limits`` setting (``per_hour``, ``per_prefix_per_day``; null lifts one). A paid
+    """The ``limits`` setting (``per_hour``, ``per_day``, ``per_prefix_per_day``; null lifts one). A paid
     provider gets the defaults; the outbox, which costs nothing, none unless asked."""
     if settings is None:
         return SendLimits() if paid else None
-    if not isinstance(settings, dict) or set(settings) - {"per_hour", "per_prefix_per_day"}:
-        raise ValueError(f"sms.limits must have per_hour and/or per_prefix_per_day, not {settings!r}")
+    if not isinstance(settings, dict) or set(settings) - set(asdict(SendLimits())):
+        raise ValueError(f"sms.limits must have per_hour, per_day and/or per_prefix_per_day, not {settings!r}")
     for name, value in settings.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"sms.limits.{name} must be a whole number from 1, or null for no limit, not {value!r}")
@@ -171,6 +179,11 @@ class TwilioSms:
         """The SDK's connection pool closes with the process."""
 
 
+def _without(text: str, number: str) -> str:
+    """``text`` with ``number`` masked: Twilio's messages may quote the number they refused."""
+    return text.replace(number, masked(number)) if number else text
+
+
 def _may_pass(status: Any) -> bool:
     """Whether Twilio may accept the same message later: it was busy (429) or failing (5xx).
     A 4xx such as 21211 (not a valid number) or 20003 (bad credentials) will never pass."""
@@ -178,9 +191,9 @@ def _may_pass(status: Any) -> bool:
 
 
 def _failed(to: str, code: Any, exc: Exception, retryable: bool) -> FlowError:
-    """The client learns only that sending failed; Twilio's own words go to the log."""
+    """The client learns only that sending failed; Twilio's own words go to the log (the number masked)."""
     reason = getattr(exc, "msg", None) or getattr(exc, "detail", None) or repr(exc)
-    log.warning("twilio could not send an SMS to %s: code=%s %s", to, code, reason)
+    log.warning("twilio could not send an SMS to %s: code=%s %s", masked(to), code, _without(reason, to))
     return FlowError("sms_failed", "The SMS could not be sent", status=502,
                      details={"provider_code": code}, retryable=retryable)
 
