@@ -20,7 +20,7 @@ import bcrypt
 import httpx
 import pytest
 from two_factor_harness import (
-    AUTH, FOREIGN_PHONE, OTHER_PHONE, PHONE, TWILIO_FROM, TwoFactorApp, User, contains_code, on_both_caches,
+    AUTH, FOREIGN_PHONE, OTHER_PHONE, PASSWORD, PHONE, TWILIO_FROM, TwoFactorApp, User, contains_code, on_both_caches,
 )  # fmt: skip
 from two_factor_harness import cache_kind, fake_twilio, two_factor_app  # noqa: F401 (fixtures)
 
@@ -84,6 +84,27 @@ async def test_the_tutorial_story_signs_in_with_an_sms_code(two_factor_app: TwoF
     direct = await app.sign_in(user.email)
     assert direct.status_code == 200 and direct.json()["user"]["_id"] == user.id
     assert len(app.texts_to(PHONE)) == 2
+
+
+async def test_the_built_in_sign_ins_cannot_skip_the_second_factor(two_factor_app: TwoFactorApp) -> None:
+    """auth.second_factor: a 2FA account signs in only through the app's own two-factor flow."""
+    app = two_factor_app
+    user = await app.two_factor_user()
+    texts = len(app.texts_to(PHONE))
+    password_only = await app.call("POST", f"{AUTH}/signin-email", json={"email": user.email, "password": PASSWORD})
+    assert error_of(password_only) == (403, "second_factor_required")
+    assert (await app.call("POST", f"{AUTH}/send-magic?email={user.email}")).status_code == 200
+    await app.services.auth.mailer.drain()  # the link leaves in the background
+    link = re.search(r"http://testserver/_auth/magic\?key=[^\s<>\"')]+", await app.latest_email(user.email))
+    assert link, "no magic link in the email"
+    outcome = await app.open_link(link[0])
+    granted = await app.call("GET", f"{AUTH}/grant?key={outcome['access_token']}")
+    assert error_of(granted) == (403, "second_factor_required")
+    assert len(app.texts_to(PHONE)) == texts  # nothing was texted, no session was made
+    assert len(await app.services.auth.sessions.of_user(user.id)) == 1  # only the one from the setup
+    challenged = await app.sign_in(user.email)  # the app's flow: password, then the SMS code
+    done = await app.verify_sign_in(app.code_sent_to(PHONE), challenged.json()["phone"])
+    assert done.status_code == 200, done.text
 
 
 async def test_without_two_factor_sign_in_answers_user_and_session(two_factor_app: TwoFactorApp) -> None:

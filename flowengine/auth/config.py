@@ -76,6 +76,9 @@ class AuthConfig:
     session_idle: float = SESSION_IDLE
     #: A session signed in at most this long ago is fresh (``session: fresh`` endpoints, ``reauth`` fields).
     session_fresh: float = FRESH
+    #: A boolean users field (``twoFactorAuth``): a user with it on signs in only through the
+    #: app's own two-factor flow, never with the built-in password or magic-link sign-in.
+    second_factor: str | None = None
     token_lifetimes: Mapping[str, float] = field(
         default_factory=lambda: {purpose: spec[1] for purpose, spec in TOKEN_LIFETIMES.items()}
     )
@@ -116,6 +119,7 @@ def load_config(section: Mapping[str, Any], where: Any, root: Path) -> tuple[Aut
         session_lifetime=_session_limit(session, "lifetime", SESSION_LIFETIME, where, problems),
         session_idle=_session_limit(session, "idle", SESSION_IDLE, where, problems),
         session_fresh=_fresh(session, where, problems),
+        second_factor=section.get("second_factor") or None,
         token_lifetimes=_lifetimes(section.get("tokens") or {}, where, problems),
         min_password_length=password.get("min_length", 8),
         bcrypt_cost=password.get("bcrypt_cost", 12),

@@ -112,6 +112,7 @@ class EmailLinks:
         user = await self._user(record)
         if user is None:
             raise invalid_token()
+        self.auth.refuse_second_factor(user)
         session, user = await self.auth.open_session(user["_id"], agent)
         return {"user": user, "session": session}
 

@@ -150,8 +150,16 @@ class AuthService:
             # Said only to whoever knows the password, so it tells a guesser nothing; the Altogic
             # example apps compare this exact message to offer "resend the verification mail".
             raise FlowError("email_not_verified", "The email address has not been verified yet.", status=403)
+        self.refuse_second_factor(user)
         session, user = await self.open_session(user["_id"], agent)
         return {"user": user, "session": session}
+
+    def refuse_second_factor(self, user: Mapping[str, Any]) -> None:
+        """A user with the app's second factor on may not sign in with one factor alone."""
+        if self.config.second_factor and user.get(self.config.second_factor) is True:
+            raise FlowError("second_factor_required",
+                            "This account signs in with a second factor: use the app's two-factor sign-in",
+                            status=403)  # fmt: skip
 
     async def open_session(self, user_id: str, agent: str | None, groups: Iterable[str] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
         """A new session for an existing user, and the user with its ``lastLoginAt`` updated."""

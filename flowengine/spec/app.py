@@ -54,6 +54,8 @@ def load_app(app_dir: str | Path, environ: Mapping[str, str] | None = None) -> A
     registry = _registry(root, settings, settings_doc, problems)
     auth = _auth(root, settings, settings_doc, problems)
     models = _models(root, problems, documents, with_users=auth is not None)
+    if auth is not None and auth.second_factor and settings_doc is not None:
+        problems.extend(_second_factor_problems(auth.second_factor, models, settings_doc))
     flows = _flows(root, registry, models, problems, documents)
     app = App(root, settings.get("name", root.name), settings, registry, models, flows, documents, auth)
     if not problems:
@@ -179,6 +181,18 @@ def _auth(root: Path, settings: dict[str, Any], document: Document | None, probl
         return None
     problems.extend(found)
     return config
+
+
+def _second_factor_problems(name: str, models: Mapping[str, Any], document: Document) -> list[SpecError]:
+    """``auth.second_factor`` must name a boolean field of users."""
+    users = models.get("users")
+    field = users.fields.get(name) if users is not None else None
+    if field is not None and field.type == "boolean":
+        return []
+    known = [n for n, f in users.fields.items() if f.type == "boolean"] if users is not None else []
+    hint = difflib.get_close_matches(name, known, n=1)
+    message = f"second_factor '{name}' is not a boolean field of users" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+    return [SpecError(document.value_where("auth", "second_factor"), message)]
 
 
 def _has_users(root: Path) -> bool:
