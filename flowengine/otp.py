@@ -149,14 +149,14 @@ class OneTimeCodes:
         claims once its delay is over; a concurrent guess finds it taken. ``turn`` is its key
         (None below ``delay_after``), ``seconds`` is inf once the codes are disabled.
         """
-        failures_key, wait_key = _failure_keys(user)
+        failures_key, last_key = _failure_keys(user)
         failures = await self.cache.get(failures_key)  # read before the record: see _failed
         failures = failures if isinstance(failures, int) else 0
         if failures >= policy.disable_after:
             return None, math.inf
         if failures < policy.delay_after:
             return None, None
-        last = await self.cache.get(wait_key)
+        last = await self.cache.get(last_key)
         last = last if isinstance(last, dict) else {"at": 0.0, "turn": f"{user}:{failures}"}  # lost: wait no more
         left = last["at"] + policy.delay(failures) - self.clock()
         if left > 0:
@@ -172,10 +172,10 @@ class OneTimeCodes:
         The count goes up before the record of this failure (its time and a new turn) is
         written, so a guess that reads the new count with the old record finds the old turn taken.
         """
-        failures_key, wait_key = _failure_keys(user)
+        failures_key, last_key = _failure_keys(user)
         failures = await self.cache.increment(failures_key, ttl=policy.failures_kept)
         await self.cache.expire(failures_key, policy.failures_kept)
-        await self.cache.set(wait_key, {"at": self.clock(), "turn": secrets.token_urlsafe(12)}, ttl=policy.failures_kept)
+        await self.cache.set(last_key, {"at": self.clock(), "turn": secrets.token_urlsafe(12)}, ttl=policy.failures_kept)
         if failures == policy.disable_after:
             log.warning("one-time codes disabled for user %s after %d wrong codes in a row; "
                         "a password reset enables them again", user, failures)  # fmt: skip
