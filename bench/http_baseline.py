@@ -1,4 +1,4 @@
-"""The baseline of ``bench/http.py``: the set-phone service as one hand-written Starlette handler.
+"""The baseline of ``bench/throughput.py``: the set-phone service as one hand-written Starlette handler.
 
 It does the work of ``flows/set-phone.yaml`` without the interpreter, on services opened
 exactly as the engine opens them (``open_services(load_app(...))``), so that only the
@@ -36,7 +36,7 @@ POLICY = Policy()
 #: ``inputs.query.phoneNumber`` in set-phone.yaml: required text, at most 32 characters.
 PHONE_MAX_LENGTH = 32
 #: The set-phone flow allows 5 codes an hour per account and 10 per address; one benchmark
-#: user asks for thousands, so ``bench/http.py`` serves a copy of the app with its rate-limit
+#: user asks for thousands, so ``bench/throughput.py`` serves a copy of the app with its rate-limit
 #: nodes raised to this, and this handler counts against the same.
 RAISED_LIMIT = 10**9
 HOUR = 3600.0

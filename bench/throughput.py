@@ -14,7 +14,7 @@ per request (sends to one number are spaced 60 s apart, so a repeated number wou
 429). After a warm-up, runs alternate between the two servers; each figure is the best run.
 Any non-2xx answer fails the benchmark: a 401 or 429 storm must not pass for throughput.
 
-    python bench/http.py [--seconds 10] [--runs 3] [--connections 32] [--threads 1]
+    python bench/throughput.py [--seconds 10] [--runs 3] [--connections 32] [--threads 1]
 
 Needs ``wrk`` (``apt-get install wrk``).
 """
@@ -62,7 +62,7 @@ STRIDE = 4_999_999  # coprime with SPACE (2^11 * 5^6): consecutive indexes land 
 BLOCK = 1_000_000  # indexes per wrk run; a run uses ~10^5
 
 LUA = """
--- bench/http.py: POST set-phone, a new number per request, with the session header.
+-- bench/throughput.py: POST set-phone, a new number per request, with the session header.
 local areas = {%(areas)s}
 local first, threads, counter = 0, 1, 0
 local created = 0
