@@ -141,11 +141,26 @@ async def test_sign_up_refuses_bad_input_with_a_clear_400(auth_apps, body: dict,
 
 
 async def test_an_address_signs_up_once(auth_apps) -> None:
-    app = await auth_apps(confirm_email=False)
+    app = await auth_apps(confirm_email=False)  # a sign-up answers a session: no pretending then
     email = new_email()
     await app.sign_up(email)
     again = await app.sign_up(email.upper())
     assert again.status_code == 409 and errors_of(again) == [("email_not_unique", "client_error")]
+
+
+async def test_a_sign_up_with_a_taken_address_answers_like_a_new_one_and_tells_the_owner(auth_apps) -> None:
+    app = await auth_apps()  # confirm_email on: a sign-up answers {user, session: null}
+    owner, stranger = new_email("owner"), new_email("new")
+    await app.confirmed_user(owner)
+    taken, fresh = await app.sign_up(owner.upper(), "another good passphrase"), await app.sign_up(stranger)
+    assert (taken.status_code, fresh.status_code) == (200, 200)
+    shape = lambda answer: {k: type(v).__name__ for k, v in answer.json()["user"].items()}  # noqa: E731
+    assert shape(taken) == shape(fresh) and list(taken.json()) == list(fresh.json()) == ["user", "session"]
+    assert taken.json()["session"] is None and taken.json()["user"]["email"] == owner
+    assert (await app.sign_in(owner)).status_code == 200  # the account is untouched
+    assert (await app.sign_in(owner, "another good passphrase")).status_code == 401
+    notice = await app.inbox.wait_for(owner, 2)  # after the verification email
+    assert "already has one" in notice.text and "/_auth/" not in notice.text  # no link to act on
 
 
 # --- sign in, sessions, sign out ------------------------------------------------------------------

@@ -8,8 +8,10 @@ recipient), ``link``, ``expires`` (like "15 minutes"), ``newEmail`` and ``change
 security notice reports, like "two factor auth turned off"); in HTML they are escaped.
 
 Besides the emails with links there are notices, sent to the account's address after the
-fact: ``email-changed`` (to the old address), ``password-changed`` (a change or a reset) and
-``setting-changed`` (a field marked ``reauth`` changed through the data API).
+fact: ``email-changed`` (to the old address), ``password-changed`` (a change or a reset),
+``setting-changed`` (a field marked ``reauth`` changed through the data API) and
+``account-exists`` (someone signed up with the address of an account, and was answered as if
+the address were new).
 
 Sending happens in a background task. A request answers at once whether or not an email
 went out, so "is there an account for this address?" shows in neither the answer nor
@@ -35,7 +37,7 @@ BUILT_IN = Path(__file__).with_name("templates")
 #: Where an app puts its own versions, relative to its folder.
 OVERRIDES = "templates/auth"
 NAMES = ("verify-email", "magic-link", "reset-password", "change-email", "email-changed", "password-changed",
-         "setting-changed")
+         "setting-changed", "account-exists")
 #: What a template's holes may read.
 SCOPE_NAMES = frozenset({"app", "env", "user", "email", "link", "expires", "newEmail", "change"})
 _TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)

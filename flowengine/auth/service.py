@@ -128,9 +128,14 @@ class AuthService:
         password = self.passwords.check_new(password, avoid=(email,))
         extra = self._profile(profile, trusted)
         await self.limits.hit("signup_ip", ip)
-        if await self.find_user(email) is not None:
-            raise email_taken()
         verified = extra.pop("emailVerified", False) is True
+        if await self.find_user(email) is not None:
+            if not self.config.confirm_email or verified:
+                raise email_taken()  # the answer would carry a session: nothing to pretend
+            # Answer as for a new address, in the same time, and tell the owner instead: a
+            # sign-up form must not say which addresses have accounts (security A2).
+            self.notify("account-exists", {"email": email})
+            return {"user": await self._create(email, password, extra, verified, dry_run=True), "session": None}
         user = await self._create(email, password, extra, verified)
         if self.config.confirm_email and not verified:
             await self.links.send_verification(user, base)
@@ -265,16 +270,19 @@ class AuthService:
             raise ValidationFailed([{**item, "details": {**item["details"], "field": f"nameOrUserData.{item['details']['field']}"}}
                                     for item in exc.items]) from None  # fmt: skip
 
-    async def _create(self, email: str, password: str, extra: dict[str, Any], verified: bool) -> dict[str, Any]:
+    async def _create(self, email: str, password: str, extra: dict[str, Any], verified: bool,
+                      dry_run: bool = False) -> dict[str, Any]:  # fmt: skip
         values = {**extra, "email": email, "password": password, "provider": "altogic",
                   "emailVerified": verified, "signUpAt": self.moment()}  # fmt: skip
         try:
-            user = await self.store.create(USERS, values)
+            user = await self.store.create(USERS, values, dry_run=dry_run)
         except FlowError as exc:
             if exc.code == "unique_violation" and (exc.details or {}).get("field") == "email":
                 raise email_taken() from None  # a sign-up with the same address won the race
             raise
         # Altogic's users carry their own _id as the provider's id.
+        if dry_run:
+            return public({**user, "providerUserId": user["_id"]})
         return await self.store.update(USERS, user["_id"], {"providerUserId": user["_id"]}) or user
 
 

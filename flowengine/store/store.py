@@ -163,12 +163,14 @@ class Store:
     # --- writes
 
     async def create(self, model: str, values: Any, *, scope: Mapping[str, Any] | None = None,
-                     id: str | None = None) -> dict[str, Any]:  # fmt: skip
+                     id: str | None = None, dry_run: bool = False) -> dict[str, Any]:  # fmt: skip
         """Validate and store a new object; a transient model's object is validated only.
 
         ``id`` chooses the new object's ``_id`` instead of a random one, for flow tests that
         seed objects their cases refer to. No client or flow reaches it: ``_id`` is no field,
-        so values that hold one fail validation.
+        so values that hold one fail validation. ``dry_run`` does all the work but the write
+        and answers what would have been stored: a sign-up with a taken address answers like
+        a new one, in the same time.
         """
         definition = self._model(model)
         clean = definition.validate(values, scope=scope)
@@ -179,8 +181,9 @@ class Store:
         row = {"_id": id or secrets.token_hex(12), "createdAt": now, "updatedAt": now}
         row.update({name: clean.get(name) for name in definition.fields})
         await self._hash(definition, row)
-        statement = self._cached(("insert", model), lambda: self._insert(definition))
-        await self._write(definition, statement, self._encode(definition, row), row)
+        if not dry_run:
+            statement = self._cached(("insert", model), lambda: self._insert(definition))
+            await self._write(definition, statement, self._encode(definition, row), row)
         return {name: row[name] for name in self._columns(definition, sealed=False)}
 
     async def update(self, model: str, id: Any, values: Any) -> dict[str, Any] | None:
