@@ -115,7 +115,7 @@ class OneTimeCodes:
         if owner is not None and record["user"] != str(owner):
             return Verdict("expired")
         user = record["user"]
-        turn, wait = await self._turn(user, policy)
+        turn, wait = await self.take_turn(user, policy)
         if wait is not None:  # not compared, and not a guess of this challenge
             return Verdict("locked", record, retry_after=None if math.isinf(wait) else max(1, math.ceil(wait)))
         tries = await self.cache.increment(f"otp-tries:{record['id']}", ttl=record["ttl"])
@@ -124,11 +124,11 @@ class OneTimeCodes:
                 await self.cache.delete(turn)  # nothing was compared: the account's turn is still open
             return Verdict("locked", record)  # kept until it expires, so it keeps saying so
         if not self._matches(record, code):
-            await self._failed(user, policy)
+            await self.count_failure(user, policy)
             return Verdict("invalid", record, record["attempts"] - tries)
         if await self.cache.increment(f"otp-claimed:{record['id']}", ttl=record["ttl"]) != 1:
             return Verdict("expired")  # a concurrent request used this code first
-        await self.cache.delete(_challenge_key(purpose, record["id"]), *_failure_keys(user))
+        await self.cache.delete(_challenge_key(purpose, record["id"]), *failure_keys(user))
         await self.cache.increment(self._hourly("verified", purpose), ttl=HOUR)
         return Verdict("verified", record)
 
@@ -142,15 +142,15 @@ class OneTimeCodes:
         record = await self.cache.get(_challenge_key(purpose, challenge_id))
         return record if isinstance(record, dict) and record.get("purpose") == purpose else None
 
-    async def _turn(self, user: str, policy: Policy) -> tuple[str | None, float | None]:
+    async def take_turn(self, user: str, policy: Policy) -> tuple[str | None, float | None]:
         """May a guess for ``user`` be compared now: ``(turn, None)`` if so, else ``(None, seconds)``.
 
         Past ``delay_after`` failures, the last failure's record names a *turn* that one guess
         claims once its delay is over; a concurrent guess finds it taken. ``turn`` is its key
         (None below ``delay_after``), ``seconds`` is inf once the codes are disabled.
         """
-        failures_key, last_key = _failure_keys(user)
-        failures = await self.cache.get(failures_key)  # read before the record: see _failed
+        failures_key, last_key = failure_keys(user)
+        failures = await self.cache.get(failures_key)  # read before the record: see count_failure
         failures = failures if isinstance(failures, int) else 0
         if failures >= policy.disable_after:
             return None, math.inf
@@ -166,13 +166,13 @@ class OneTimeCodes:
             return None, policy.delay(failures + 1)  # another guess is being compared right now
         return turn, None
 
-    async def _failed(self, user: str, policy: Policy) -> None:
+    async def count_failure(self, user: str, policy: Policy) -> None:
         """Count a wrong code of ``user``; both keys live ``failures_kept`` past the last failure.
 
         The count goes up before the record of this failure (its time and a new turn) is
         written, so a guess that reads the new count with the old record finds the old turn taken.
         """
-        failures_key, last_key = _failure_keys(user)
+        failures_key, last_key = failure_keys(user)
         failures = await self.cache.increment(failures_key, ttl=policy.failures_kept)
         await self.cache.expire(failures_key, policy.failures_kept)
         await self.cache.set(last_key, {"at": self.clock(), "turn": secrets.token_urlsafe(12)}, ttl=policy.failures_kept)
@@ -219,10 +219,10 @@ class OneTimeCodes:
 
 async def reset_failures(cache: Any, user: str) -> None:
     """Account recovery: forget ``user``'s wrong codes, so their codes work again at once."""
-    await cache.delete(*_failure_keys(user))
+    await cache.delete(*failure_keys(user))
 
 
-def _failure_keys(user: str) -> tuple[str, str]:
+def failure_keys(user: str) -> tuple[str, str]:
     """The consecutive-failure count of an account, and the record of its last failure."""
     return f"otp-failures:{user}", f"otp-last-failure:{user}"
 

@@ -5,4 +5,4 @@ exactly as a third-party package does; this package is itself published through 
 ``flowengine.nodes`` entry point, so built-ins take the same path as everyone else's.
 """
 
-from flowengine_nodes import auth, cache, data, flow, limits, messaging, otp, responses, storage, subflows  # noqa: F401
+from flowengine_nodes import auth, cache, data, flow, limits, messaging, otp, responses, storage, subflows, totp  # noqa: F401
