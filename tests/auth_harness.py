@@ -16,9 +16,10 @@ import secrets
 import shutil
 import time
 from dataclasses import dataclass, field, replace
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 import pytest
@@ -43,7 +44,7 @@ UNREACHABLE = "redis://127.0.0.1:1/"
 TEST_COST = 4
 #: Generous limits for scenario tests; the limit tests set their own.
 OPEN_LIMITS = {name: {"limit": 100_000, "window": "1h"}
-               for name in ("signin_ip", "signin_account", "signup_ip", "email_address", "email_ip")}  # fmt: skip
+               for name in ("signin_ip", "signin_account", "signup_ip", "email_address", "email_spacing", "email_ip")}  # fmt: skip
 
 
 class Clock:
@@ -94,9 +95,15 @@ class AuthApp:
         return await self.call("POST", "signin-email", json={"email": email, "password": password}, **kwargs)
 
     async def follow(self, link: str) -> dict[str, str]:
-        """Open an email's link; the query of the redirect it answers (not followed)."""
+        """Open an email's link as a browser does, pressing the button of the page it shows
+        (a POST); the query of the redirect that answers (not followed)."""
         response = await self.call("GET", link)
-        assert response.status_code == 302, response.text
+        if response.status_code == 200:
+            url, fields = link_form(response.text, str(response.url))
+            response = await self.call("POST", url, data=fields)
+            assert response.status_code == 303, response.text
+        else:  # a reset link redeems nothing: it redirects at once
+            assert response.status_code == 302, response.text
         location = response.headers["location"]
         assert location.startswith(REDIRECT + "?"), location
         return {name: values[0] for name, values in parse_qs(urlsplit(location).query).items()}
@@ -182,6 +189,28 @@ async def _forget_keys(cache: Any) -> None:
             await cache.delete(*keys)
         if cursor is None:
             return
+
+
+class _Forms(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[tuple[str, str, dict[str, str]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "form":
+            self.forms.append(((found.get("method") or "get").lower(), found.get("action") or "", {}))
+        elif tag == "input" and self.forms and found.get("name"):
+            self.forms[-1][2][found["name"] or ""] = found.get("value") or ""
+
+
+def link_form(page: str, url: str) -> tuple[str, dict[str, str]]:
+    """What pressing the one button of an email link's page sends: the URL it POSTs to, and the fields."""
+    parser = _Forms()
+    parser.feed(page)
+    assert len(parser.forms) == 1 and parser.forms[0][0] == "post", page
+    _, action, fields = parser.forms[0]
+    return urljoin(url, action), fields
 
 
 def errors_of(response: httpx.Response) -> list[tuple[str, str]]:

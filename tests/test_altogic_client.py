@@ -7,9 +7,9 @@ one JSON line at a time, each browser with its own in-memory ``localStorage``. T
 ``flowengine.runtime.build(app, dev=True)`` under uvicorn on a loopback port, in a thread:
 ``tests/apps/compat_app`` twice (email confirmation on and off), and the reference app in
 the repository's root for the two-factor story. Emails and SMS codes are read from the dev
-outbox (``GET /_dev/outbox/email/latest?to=``); email links are followed without following
-their redirect, whose query (``action``, ``status``, ``access_token``, ``error``) is what a
-front end's redirect page reads.
+outbox (``GET /_dev/outbox/email/latest?to=``); email links are opened as a browser does (the
+button of the page a link shows is pressed) without following their redirect, whose query
+(``action``, ``status``, ``access_token``, ``error``) is what a front end's redirect page reads.
 
 Without node and npm these tests skip with the reason, unless ``FLOWENGINE_REQUIRE_NODE=1``
 (CI sets it), which makes them fail instead.
@@ -36,6 +36,7 @@ import httpx
 import pytest
 import uvicorn
 import yaml
+from auth_harness import link_form
 
 from flowengine.errors import SpecErrors
 from flowengine.runtime import build
@@ -129,9 +130,13 @@ class Server:
             time.sleep(0.05)
 
     def follow(self, link: str) -> dict[str, str]:
-        """Open an email's link: the query of the page it redirects to (``action``, ``status``,
-        ``access_token``, ``error``), or the same as JSON when the app has no redirect URL."""
+        """Open an email's link and press the button of the page it shows: the query of the page
+        it then redirects to (``action``, ``status``, ``access_token``, ``error``), or the same
+        as JSON when the app has no redirect URL."""
         response = self.http.get(link, follow_redirects=False)
+        if response.headers.get("content-type", "").startswith("text/html"):
+            url, fields = link_form(response.text, str(response.url))
+            response = self.http.post(url, data=fields, follow_redirects=False)
         if not response.is_redirect:
             assert response.headers["content-type"] == "application/json", f"{link}: {response.text}"
             return response.json()

@@ -3,17 +3,21 @@
 Each test serves ``tests/apps/auth_app`` as the runtime does (SQLite store, real SMTP on
 loopback, the cache in-process and in Redis) and drives it as the Altogic client does:
 the same paths, query strings left unencoded, the ``Session`` header. Emails are read from
-the SMTP server and their links followed; the redirect to the app's page is read, not
-followed.
+the SMTP server and their links opened as a browser does (the button of the page a link
+shows is pressed); the redirect to the app's page is read, not followed.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
-from auth_harness import API_KEY, CHROME, IPHONE, PASSWORD, AuthApp, errors_of, new_email
+from auth_harness import API_KEY, CHROME, IPHONE, PASSWORD, REDIRECT, AuthApp, errors_of, link_form, new_email
 from auth_harness import auth_apps, cache_url, smtp_inbox  # noqa: F401 (fixtures: the app on both caches)
 from flowengine.auth.config import DAY
 
@@ -532,14 +536,17 @@ async def test_change_email_with_confirmation_moves_the_account_when_the_link_is
     app = await auth_apps()
     old, new = new_email("old"), new_email("new")
     session = (await app.confirmed_user(old))["session"]
+    elsewhere = (await app.sign_in(old)).json()["session"]
     body = {"currentPassword": PASSWORD, "newEmail": new.upper()}
     response = await app.call("POST", "change-email", json=body, headers=headers(session))
     assert response.status_code == 200 and response.json()["email"] == old  # pending until confirmed
     mail = await app.inbox.wait_for(new)
     assert mail.link.startswith("http://testserver/_auth/change-email?key=") and old in mail.text
+    assert (await app.call("GET", "user", headers=headers(elsewhere))).status_code == 200
     assert await app.follow(mail.link) == {"status": "200", "action": "change-email"}
     me = (await app.call("GET", "user", headers=headers(session))).json()
     assert (me["email"], me["emailVerified"]) == (new, True)
+    assert (await app.call("GET", "user", headers=headers(elsewhere))).status_code == 401  # security E6
     notice = await app.inbox.wait_for(old, 2)
     assert new in notice.text and "no longer signs in" in notice.text
     assert (await app.sign_in(new)).status_code == 200 and (await app.sign_in(old)).status_code == 401
@@ -550,8 +557,11 @@ async def test_change_email_without_confirmation_moves_the_account_at_once(auth_
     app = await auth_apps(confirm_email=False)
     old, new = new_email("old"), new_email("new")
     session = (await app.sign_up(old)).json()["session"]
+    elsewhere = (await app.sign_in(old)).json()["session"]
     response = await app.call("POST", "change-email", json={"currentPassword": PASSWORD, "newEmail": new}, headers=headers(session))
     assert response.status_code == 200 and response.json()["email"] == new and "password" not in response.json()
+    assert (await app.call("GET", "user", headers=headers(elsewhere))).status_code == 401  # security E6
+    assert (await app.call("GET", "user", headers=headers(session))).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -606,9 +616,24 @@ async def test_expired_links_redirect_with_status_400(auth_apps) -> None:
 async def test_links_live_until_just_before_their_lifetime(auth_apps) -> None:
     app = await auth_apps()
     _, links = await _links(app)
-    app.clock.advance(15 * 60 - 1)  # magic link and reset: 15 minutes
+    app.clock.advance(15 * 60 - 1)  # the shortest, a magic link's: 15 minutes
     for target in ("magic", "reset", "verify", "change-email"):
         assert (await app.follow(links[target]))["status"] == "200", target
+
+
+async def test_each_link_lives_as_long_as_its_kind(auth_apps) -> None:
+    """Security E2, E4, E5, E6: magic link 15 minutes; reset and change of email 30; verification 24 hours."""
+    app = await auth_apps()
+    _, links = await _links(app)
+    app.clock.advance(15 * 60 + 1)
+    assert (await app.follow(links["magic"]))["status"] == "400"
+    app.clock.advance(15 * 60 - 2)  # 30 minutes less a second
+    assert (await app.follow(links["reset"]))["status"] == "200"  # opening a reset link uses nothing up
+    app.clock.advance(2)
+    assert (await app.follow(links["reset"]))["status"] == "400"
+    assert (await app.follow(links["change-email"]))["status"] == "400"
+    app.clock.advance(24 * 3600 - 30 * 60 - 2)  # 24 hours less a second
+    assert (await app.follow(links["verify"]))["status"] == "200"
 
 
 async def test_a_token_is_refused_by_every_other_purpose(auth_apps) -> None:
@@ -620,8 +645,7 @@ async def test_a_token_is_refused_by_every_other_purpose(auth_apps) -> None:
             if other != target:
                 redirect = await app.follow(f"http://testserver/_auth/{other}?key={key}")
                 assert redirect["status"] == "400", (target, other)
-        if target not in ("magic",):
-            assert (await app.call("GET", f"grant?key={key}")).status_code == 400, target
+        assert (await app.call("GET", f"grant?key={key}")).status_code == 400, target  # a magic link's key too
         if target != "reset":
             assert (await app.call("POST", f"reset-pwd?key={key}", json={"newPassword": "whatever 123"})).status_code == 400
     for target, link in links.items():  # and each still works for its own purpose
@@ -638,7 +662,10 @@ async def test_unknown_or_garbled_keys_redirect_with_status_400(auth_apps, query
 
 async def test_without_a_redirect_url_the_link_targets_answer_json(auth_apps) -> None:
     app = await auth_apps(redirect_url="")
-    response = await app.call("GET", "/_auth/magic?key=nonsense")
+    page = await app.call("GET", "/_auth/magic?key=nonsense")
+    assert page.headers["content-security-policy"].endswith("form-action 'self'")  # no app page to go on to
+    url, fields = link_form(page.text, str(page.url))
+    response = await app.call("POST", url, data=fields)
     assert response.status_code == 400
     assert response.json() == {"status": "400", "action": "magic-link", "error": "Invalid or expired access token"}
 
@@ -671,11 +698,62 @@ async def test_a_new_address_taken_before_the_link_is_opened_is_refused(auth_app
     assert (await app.call("GET", "user", headers=headers(session))).json()["email"] == old
 
 
-async def test_a_head_request_on_an_email_link_redeems_nothing(auth_apps) -> None:
+# --- mail scanners (security E3) -------------------------------------------------------------------
+
+#: What a mail scanner that opens every link of a message says it is.
+SCANNER = "Mozilla/5.0 (compatible; MSIE 9.0; Windows NT 6.1; Trident/5.0) Microsoft Outlook SafeLinks"
+
+
+async def test_a_scanner_opening_a_link_uses_nothing_up_and_the_users_press_works_once(auth_apps) -> None:
+    app = await auth_apps()
+    _, links = await _links(app)
+    for target in ("verify", "magic", "change-email"):
+        link = links[target]
+        head = await app.call("HEAD", link, headers={"User-Agent": SCANNER})
+        page = await app.call("GET", link, headers={"User-Agent": SCANNER})
+        assert (head.status_code, head.content, page.status_code) == (200, b"", 200), target
+        for answer in (head, page):
+            assert answer.headers["content-type"] == "text/html; charset=utf-8"
+            assert (answer.headers["cache-control"], answer.headers["referrer-policy"]) == ("no-store", "no-referrer")
+            policy = answer.headers["content-security-policy"]
+            assert policy.startswith("default-src 'none'; style-src 'sha256-") and "script" not in policy
+            assert "frame-ancestors 'none'" in policy and policy.endswith("form-action 'self' https://front.test")
+        assert not any(tag in page.text for tag in ("<script", "<img", "<link", "<iframe", "src=", "href="))
+        style = re.search(r"<style>(.*)</style>", page.text)[1].encode()  # the one style the policy allows
+        assert f"style-src 'sha256-{base64.b64encode(hashlib.sha256(style).digest()).decode()}'" in policy
+        url, fields = link_form(page.text, link)
+        assert (url, fields) == (link.split("?")[0], {"key": link.split("key=")[1]}), target
+
+        pressed = await app.call("POST", url, data=fields, headers={"User-Agent": CHROME})
+        assert pressed.status_code == 303 and pressed.headers["referrer-policy"] == "no-referrer"
+        assert pressed.headers["location"].startswith(f"{REDIRECT}?status=200&action="), target
+        again = await app.call("POST", url, data=fields, headers={"User-Agent": CHROME})
+        assert again.status_code == 303, target
+        assert again.headers["location"] == f"{REDIRECT}?status=400&action={ACTIONS[target]}&error=Invalid+or+expired+access+token"
+    scanned = await app.call("GET", links["reset"], headers={"User-Agent": SCANNER})  # it only leads to the app's form
+    assert scanned.status_code == 302 and (await app.follow(links["reset"]))["status"] == "200"
+    assert (await app.call("HEAD", links["reset"])).status_code == 204
+
+
+async def test_the_link_page_escapes_the_key_it_shows(auth_apps) -> None:
+    app = await auth_apps()
+    hostile = '"><script>alert(1)</script><img src=x onerror=alert(2)>&amp;'
+    for target, action in ACTIONS.items():
+        if target == "reset":
+            continue
+        page = await app.call("GET", f"/_auth/{target}?key={quote(hostile)}")
+        assert page.status_code == 200 and "<script" not in page.text and "<img" not in page.text
+        assert 'value="&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;&amp;amp;"' in page.text
+        url, fields = link_form(page.text, str(page.url))
+        assert fields == {"key": hostile}  # sent back as it came, and refused
+        redirect = await app.follow(f"/_auth/{target}?key={quote(hostile)}")
+        assert redirect == {"status": "400", "action": action, "error": "Invalid or expired access token"}
+
+
+async def test_a_posted_link_takes_its_key_from_the_link_without_a_form(auth_apps) -> None:
     app = await auth_apps()
     email = new_email()
     await app.sign_up(email)
     link = (await app.inbox.wait_for(email)).link
-    head = await app.call("HEAD", link)
-    assert head.status_code == 204
-    assert (await app.follow(link))["status"] == "200"
+    pressed = await app.call("POST", link)  # curl -X POST "$LINK"
+    assert pressed.status_code == 303 and "status=200&action=email-confirm&access_token=" in pressed.headers["location"]

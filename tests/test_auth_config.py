@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flowengine.auth.config import DAY, seconds
+from flowengine.auth.config import DAY, RateLimit, seconds
 from flowengine.auth.sessions import SESSIONS
 from flowengine.errors import SpecErrors
 from flowengine.spec.app import load_app
@@ -38,7 +38,8 @@ def test_an_auth_section_brings_the_built_in_users_and_the_defaults(tmp_path: Pa
     config = app.auth
     assert (config.confirm_email, config.min_password_length, config.bcrypt_cost) == (True, 8, 12)
     assert (config.session_lifetime, config.session_idle) == (DAY, 3600)  # NIST SP 800-63B-4 AAL2
-    assert config.token_lifetimes == {"verify": DAY, "magic": 900, "reset": 900, "change-email": 3600, "grant": 300}
+    assert config.token_lifetimes == {"verify": DAY, "magic": 900, "reset": 1800, "change-email": 1800, "grant": 300}
+    assert config.rate_limits["email_spacing"] == RateLimit(1, 60)  # security E2, E4
     assert SESSIONS not in app.models and SESSIONS in config.models  # stored, yet no flow or API can name it
 
 
@@ -92,13 +93,17 @@ def test_token_lifetimes_have_ceilings(tmp_path: Path) -> None:
     folder = write(tmp_path, {"app.yaml": """\
         name: a
         auth:
-          tokens: { magic_link: 1h, reset_password: 16m, verify_email: 2d, grant: 10m }
+          tokens: { magic_link: 61m, reset_password: 2h, verify_email: 2d, change_email: 3601, grant: 16m }
     """})  # fmt: skip
     assert problems(folder) == [
-        "app.yaml:3:25: a magic link token may live at most 15 minutes, not 1h",
-        "app.yaml:3:45: a reset password token may live at most 15 minutes, not 16m",
+        "app.yaml:3:25: a magic link token may live at most 1 hour, not 61m",
+        "app.yaml:3:46: a reset password token may live at most 1 hour, not 2h",
         "app.yaml:3:64: a verify email token may live at most 24 hours, not 2d",
+        "app.yaml:3:82: a change email token may live at most 1 hour, not 3601",
+        "app.yaml:3:95: a grant token may live at most 15 minutes, not 16m",
     ]
+    write(tmp_path, {"app.yaml": "name: a\nauth: { tokens: { magic_link: 1h, reset_password: 1h, change_email: 1h } }\n"})
+    assert load_app(folder).auth.token_lifetimes["reset"] == 3600  # the ceilings themselves are fine
 
 
 def test_sessions_may_last_at_most_24_hours_and_stay_unused_at_most_an_hour(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import bcrypt
 import pytest
 
 import flowengine.auth.passwords as passwords_module
-from auth_harness import OPEN_LIMITS, PASSWORD, UNREACHABLE, AuthApp, errors_of, new_email
+from auth_harness import OPEN_LIMITS, PASSWORD, UNREACHABLE, AuthApp, errors_of, link_form, new_email
 from auth_harness import auth_apps, cache_url, smtp_inbox  # noqa: F401 (fixtures: the app on both caches)
 from flowengine.hashing import hash_secret
 
@@ -81,12 +81,30 @@ async def test_a_thousand_concurrent_redemptions_of_one_magic_link_make_exactly_
     assert len(await app.auth.sessions.of_user(user["_id"])) == before + 1
 
 
+async def test_fifty_concurrent_presses_on_one_magic_link_make_exactly_one_session(auth_apps) -> None:
+    """Security E2: the link's page POSTs the key; of 50 presses at once, one uses the link."""
+    app = await auth_apps()
+    email = new_email()
+    user = (await app.confirmed_user(email))["user"]
+    await app.call("POST", f"send-magic?email={email}")
+    link = (await app.inbox.wait_for(email, 2)).link
+    url, fields = link_form((await app.call("GET", link)).text, link)
+    before = len(await app.auth.sessions.of_user(user["_id"]))
+
+    presses = await asyncio.gather(*(app.call("POST", url, data=fields) for _ in range(50)))
+    outcomes = [dict(pair.split("=", 1) for pair in p.headers["location"].split("?", 1)[1].split("&")) for p in presses]
+    assert sorted(o["status"] for o in outcomes) == ["200"] + ["400"] * 49
+    (granted,) = [o["access_token"] for o in outcomes if o["status"] == "200"]
+    assert (await app.call("GET", f"grant?key={granted}")).status_code == 200
+    assert len(await app.auth.sessions.of_user(user["_id"])) == before + 1
+
+
 async def test_concurrent_clicks_on_one_verification_link_confirm_once(auth_apps) -> None:
     app = await auth_apps()
     email = new_email()
     await app.sign_up(email)
     link = (await app.inbox.wait_for(email)).link
-    answers = await asyncio.gather(*(app.call("GET", link) for _ in range(200)))
+    answers = await asyncio.gather(*(app.call("POST", link) for _ in range(200)))  # the key in the link: curl -X POST
     statuses = sorted(a.headers["location"].split("status=")[1][:3] for a in answers)
     assert statuses == ["200"] + ["400"] * 199
 
@@ -159,6 +177,40 @@ async def test_emails_asked_for_one_address_are_throttled_alike_for_any_address(
         assert [a.status_code for a in answers] == [200, 200, 200, 429], email
         assert answers[-1].content == b'{"errors":[{"origin":"client_error","code":"too_many_requests",' \
             b'"message":"Too many requests; try again in 3600 seconds","details":{"retryAfter":3600}}]}'
+
+
+async def test_emails_of_one_kind_to_one_address_are_a_minute_apart_alike_for_any_address(auth_apps) -> None:
+    """Security E2, E4, A2: one magic link, reset and resend a minute per address asked, known or not."""
+    app = await auth_apps(rate_limits=limits(email_spacing=(1, "1m")))
+    known = new_email("known")
+    await app.confirmed_user(known)
+    refusals = []
+    for email in (known, new_email("unknown")):
+        kinds = ("send-magic", "send-reset", "resend")
+        answers = [await app.call("POST", f"{path}?email={email}") for path in kinds + kinds]
+        assert [a.status_code for a in answers] == [200] * 3 + [429] * 3, email
+        refusals += answers[3:]
+    same(*refusals)
+    assert refusals[0].content == b'{"errors":[{"origin":"client_error","code":"too_many_requests",' \
+        b'"message":"Too many requests; try again in 60 seconds","details":{"retryAfter":60}}]}'
+
+
+async def test_a_newer_reset_request_a_minute_later_kills_the_older_link(auth_apps) -> None:
+    """Security E4: reset twice, the first link is dead; the second request had to wait its minute."""
+    app = await auth_apps(rate_limits=limits(email_spacing=(1, "1m")))
+    email = new_email()
+    await app.confirmed_user(email)
+    assert (await app.call("POST", f"send-reset?email={email}")).status_code == 200
+    first = await app.inbox.wait_for(email, 2)
+    assert (await app.call("POST", f"send-reset?email={email}")).status_code == 429
+    keys, _ = await app.services.cache.keys("auth:limit:email_spacing:*")
+    await app.services.cache.delete(*keys)  # what waiting a minute does
+    assert (await app.call("POST", f"send-reset?email={email}")).status_code == 200
+    second = await app.inbox.wait_for(email, 3)
+    assert (await app.follow(first.link))["status"] == "400"
+    assert (await app.call("POST", f"reset-pwd?key={first.link.split('key=')[1]}",
+                           json={"newPassword": "a reset password"})).status_code == 400  # fmt: skip
+    assert (await app.follow(second.link))["status"] == "200"
 
 
 async def test_emails_asked_from_one_address_are_throttled(auth_apps) -> None:
@@ -294,7 +346,8 @@ async def test_no_password_hash_or_token_reaches_an_answer_an_email_or_a_log_lin
 
     hashes = [(await app.stored_user(address))["password"]._digest for address in (email, other)]
     tokens = [session["token"]] + [r.json()["session"]["token"] for r in app.responses
-                                   if r.status_code == 200 and isinstance(r.json(), dict) and r.json().get("session")]  # fmt: skip
+                                   if r.status_code == 200 and r.headers["content-type"] == "application/json"
+                                   and isinstance(r.json(), dict) and r.json().get("session")]  # fmt: skip
     assert len(hashes) == 2 and len(tokens) >= 4
     said = [r.text for r in app.responses] + [m.text + m.html for m in app.inbox.mails]
     logged = "\n".join(f"{record.getMessage()} {getattr(record, 'fields', '')}" for record in caplog.records)

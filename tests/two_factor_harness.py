@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import httpx
 import pytest
 import yaml
+from auth_harness import link_form
 from fake_twilio import FakeTwilio, serve_fake_twilio
 
 from flowengine.errors import FlowError
@@ -153,8 +154,12 @@ class TwoFactorApp:
         return User(user.email, user.id, response.json()["session"]["token"])
 
     async def open_link(self, link: str) -> dict[str, str]:
-        """An email link's outcome: the query of its redirect (not followed), or its JSON."""
+        """An email link's outcome, once the button of the page it shows is pressed (as a
+        browser does): the query of its redirect (not followed), or its JSON."""
         response = await self.call("GET", link)
+        if response.headers.get("content-type", "").startswith("text/html"):
+            url, fields = link_form(response.text, str(response.url))
+            response = await self.call("POST", url, data=fields)
         if not response.is_redirect:
             return response.json()
         return {name: values[0] for name, values in parse_qs(urlsplit(response.headers["location"]).query).items()}

@@ -9,7 +9,7 @@ check`` finds a bad lifetime or a broken email template before a server starts::
       redirect_url: "${AUTH_REDIRECT_URL}" # where email links land: ?action=&status=&access_token=
       base_url: "${PUBLIC_URL}"            # this server's public URL, for the links in emails
       session: { lifetime: 24h, idle: 1h, fresh: 5m }   # fresh: signed in this recently (see sessions.py)
-      tokens: { verify_email: 24h, magic_link: 15m, reset_password: 15m, change_email: 1h, grant: 5m }
+      tokens: { verify_email: 24h, magic_link: 15m, reset_password: 30m, change_email: 30m, grant: 5m }
       password: { min_length: 8, bcrypt_cost: 12 }
       rate_limits:
         signin_ip: { limit: 30, window: 5m }
@@ -35,14 +35,14 @@ SESSION_LIFETIME, SESSION_IDLE = DAY, 3600.0
 #: How recently a fresh session signed in: 5 minutes by default, 30 at most (security S6).
 FRESH, FRESH_CEILING = 300.0, 1800.0
 
-#: Link-token purposes: the setting that names each one's lifetime, its default and its ceiling.
-#: The ceilings are the security floor (a magic link or reset link that lives longer than
-#: 15 minutes is a standing key to the account), so a setting above one is an error.
+#: Link-token purposes: the setting that names each one's lifetime, its default and its ceiling
+#: (security E2, E4, E5, E6). A link that lives longer is a standing key to the account, so a
+#: setting above its ceiling is an error.
 TOKEN_LIFETIMES: Mapping[str, tuple[str, float, float]] = MappingProxyType({
     "verify": ("verify_email", DAY, DAY),
-    "magic": ("magic_link", 900.0, 900.0),
-    "reset": ("reset_password", 900.0, 900.0),
-    "change-email": ("change_email", 3600.0, DAY),
+    "magic": ("magic_link", 900.0, 3600.0),
+    "reset": ("reset_password", 1800.0, 3600.0),
+    "change-email": ("change_email", 1800.0, 3600.0),
     "grant": ("grant", 300.0, 900.0),
 })  # fmt: skip
 
@@ -61,6 +61,7 @@ RATE_LIMITS: Mapping[str, RateLimit] = MappingProxyType({
     "signin_account": RateLimit(10, 900.0),  # password checks against one account (sign-in, change-pwd...)
     "signup_ip": RateLimit(20, 3600.0),      # accounts created from one client address
     "email_address": RateLimit(5, 3600.0),   # emails asked for one address (resend, magic link, reset)
+    "email_spacing": RateLimit(1, 60.0),     # emails of one kind asked for one address (security E2, E4)
     "email_ip": RateLimit(30, 3600.0),       # emails asked from one client address
 })  # fmt: skip
 
@@ -143,7 +144,8 @@ def _lifetimes(tokens: Mapping[str, Any], where: Any, problems: list[SpecError])
     for purpose, (name, default, ceiling) in TOKEN_LIFETIMES.items():
         lifetime = seconds(tokens.get(name, default))
         if lifetime > ceiling:
-            most = f"{int(ceiling // 60)} minutes" if ceiling < 3600 else f"{int(ceiling // 3600)} hours"
+            hours = int(ceiling // 3600)
+            most = f"{int(ceiling // 60)} minutes" if ceiling < 3600 else f"{hours} hour{'s' if hours > 1 else ''}"
             message = f"a {name.replace('_', ' ')} token may live at most {most}, not {tokens[name]}"
             problems.append(SpecError(where("auth", "tokens", name), message))
         lifetimes[purpose] = lifetime

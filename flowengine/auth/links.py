@@ -1,19 +1,23 @@
 """The operations that go through a link in an email: verify, magic link, reset, change email.
 
 Each one has a sending side (an API call that mails a link to ``{base}/_auth/<target>?key=``)
-and a redeeming side (the link target, then maybe ``grant`` or ``reset-pwd``):
+and a redeeming side (the link target, then maybe ``grant`` or ``reset-pwd``). Opening a link
+redeems nothing: the page it shows POSTs the key back, and only that POST redeems (the HTTP
+side is in ``auth_api.py``), so a mail scanner that opens every link uses none up (security E3).
 
-- ``verify``: the link confirms the address at once and hands the redirect page a
-  short-lived ``grant`` token, which ``grant`` turns into a session.
-- ``magic``: the link only checks the token and passes it on as the ``access_token``;
-  ``grant`` redeems it. So does ``reset``: the link leads to the app's form, and
-  ``reset-pwd`` redeems the token. A link scanner that opens every link in a mailbox
-  therefore burns neither a magic link nor a reset link.
-- ``change-email``: the link confirms the new address, and the old one is told.
+- ``verify``: the POST confirms the address and hands the redirect page a short-lived
+  ``grant`` token, which ``grant`` turns into a session.
+- ``magic``: the POST uses the link up and hands on a ``grant`` token the same way.
+- ``reset``: the link only checks the token and passes it on to the app's form; ``reset-pwd``
+  redeems it. Opening it uses nothing up, so it needs no page.
+- ``change-email``: the POST confirms the new address, the old one is told, and the user's
+  other sessions end.
 
 The send calls that take an address answer ``null`` whether or not an account matched (no
 enumeration); the mail goes out in the background. They need ``confirm_email`` on, as in
-Altogic: an address nobody confirmed must not receive sign-in or reset links.
+Altogic: an address nobody confirmed must not receive sign-in or reset links. Each kind of
+email goes to one address at most once a minute (``email_spacing``), counted on the address
+asked, known or not, so the 429 tells nothing either.
 """
 
 from __future__ import annotations
@@ -45,18 +49,19 @@ class EmailLinks:
 
     async def resend(self, email: Any, ip: str, base: str) -> None:
         """Send a new verification link, if the address belongs to an unconfirmed account."""
-        user = await self._asked_for(email, ip)
+        user = await self._asked_for(email, ip, "verify")
         if user is not None and not user.get("emailVerified"):
             await self.send_verification(user, base)
 
     async def send_magic(self, email: Any, ip: str, base: str) -> None:
-        user = await self._asked_for(email, ip)
+        user = await self._asked_for(email, ip, "magic")
         if user is not None and user.get("emailVerified"):
             token = await self.auth.tokens.issue("magic", user["_id"], replace=True)
             self._mail("magic-link", user["email"], user, self._link(base, "magic", token), "magic")
 
     async def send_reset(self, email: Any, ip: str, base: str) -> None:
-        user = await self._asked_for(email, ip)
+        """Mail a reset link; it retires the account's previous one (security E4)."""
+        user = await self._asked_for(email, ip, "reset")
         if user is not None and user.get("emailVerified"):
             token = await self.auth.tokens.issue("reset", user["_id"], replace=True)
             self._mail("reset-password", user["email"], user, self._link(base, "reset", token), "reset")
@@ -65,7 +70,8 @@ class EmailLinks:
         """Move the account to ``new_email`` after checking the password.
 
         With ``confirm_email`` on, a link goes to the new address and the account keeps the
-        old one until it is opened; the answer is the user as it is now.
+        old one until it is opened; the answer is the user as it is now. Once moved, the user's
+        sessions end but the caller's (security E6).
         """
         auth = self.auth
         password = auth.passwords.check_given(password, "currentPassword")
@@ -74,14 +80,15 @@ class EmailLinks:
         if await auth.find_user(new_email) is not None:
             raise email_taken()
         if not auth.config.confirm_email:
-            return await self._move(caller.user_id, new_email)
+            return await self._move(caller.user_id, new_email, keep=caller.row["_id"])
         await auth.limits.hit("email_address", new_email)  # an account must not mail someone over and over
-        token = await auth.tokens.issue("change-email", caller.user_id, replace=True, email=new_email)
+        token = await auth.tokens.issue("change-email", caller.user_id, replace=True, email=new_email,
+                                        session=caller.row["_id"])  # fmt: skip
         self._mail("change-email", new_email, caller.user, self._link(base, "change-email", token), "change-email",
                    newEmail=new_email)  # fmt: skip
         return caller.user
 
-    # --- redeeming: the link targets, ``grant`` and ``reset-pwd``
+    # --- redeeming: the link targets' POSTs, ``grant`` and ``reset-pwd``
 
     async def confirm(self, key: Any) -> str | None:
         """Mark the address confirmed; the ``grant`` token the redirect passes on, or None."""
@@ -91,6 +98,11 @@ class EmailLinks:
             return None
         await self.auth.store.update(USERS, user["_id"], {"emailVerified": True})
         return await self.auth.tokens.issue("grant", user["_id"])
+
+    async def redeem_magic(self, key: Any) -> str | None:
+        """Use up a magic link; the ``grant`` token the redirect passes on, or None."""
+        user = await self._user(await self.auth.tokens.redeem("magic", key))
+        return None if user is None else await self.auth.tokens.issue("grant", user["_id"])
 
     async def check(self, purpose: str, key: Any) -> str | None:
         """The key itself if it is a live token of ``purpose`` (magic, reset), left unredeemed."""
@@ -102,14 +114,12 @@ class EmailLinks:
         user = await self._user(record)
         if record is None or user is None:
             return False
-        await self._move(user["_id"], record["email"])  # 409 if the address was taken meanwhile
+        await self._move(user["_id"], record["email"], keep=record.get("session"))  # 409 if taken meanwhile
         return True
 
     async def grant(self, key: Any, agent: str | None) -> dict[str, Any]:
-        """``{user, session}`` for the access token of a confirmed address or a magic link."""
-        tokens = self.auth.tokens
-        record = await tokens.redeem("grant", key) or await tokens.redeem("magic", key)
-        user = await self._user(record)
+        """``{user, session}`` for the access token of a confirmed address or a used magic link."""
+        user = await self._user(await self.auth.tokens.redeem("grant", key))
         if user is None:
             raise invalid_token()
         self.auth.refuse_second_factor(user)
@@ -133,21 +143,23 @@ class EmailLinks:
 
     # --- helpers
 
-    async def _asked_for(self, email: Any, ip: str) -> dict[str, Any] | None:
-        """The account a send call names, after its checks and limits (None when there is none)."""
+    async def _asked_for(self, email: Any, ip: str, purpose: str) -> dict[str, Any] | None:
+        """The account a send call for ``purpose`` names, after its checks and limits (None when there is none)."""
         auth = self.auth
         if not auth.config.confirm_email:
             raise FlowError("email_confirmation_disabled",
                             "Email confirmation is turned off for this app, so no auth emails are sent", status=400)  # fmt: skip
         email = auth.check_email(email)
         await auth.limits.hit("email_ip", ip)
+        await auth.limits.hit("email_spacing", f"{purpose}:{email}")  # first: what it refuses counts for no hour
         await auth.limits.hit("email_address", email)
         return await auth.find_user(email)
 
     async def _user(self, record: dict[str, Any] | None) -> dict[str, Any] | None:
         return None if record is None else await self.auth.store.get(USERS, record["userId"])
 
-    async def _move(self, user_id: str, new_email: str) -> dict[str, Any]:
+    async def _move(self, user_id: str, new_email: str, keep: str | None) -> dict[str, Any]:
+        """Give the account ``new_email``; every session but ``keep`` ends, the old address is told."""
         before = await self.auth.store.get(USERS, user_id)
         if await self.auth.find_user(new_email) is not None:
             raise email_taken()
@@ -155,6 +167,7 @@ class EmailLinks:
             user = await self.auth.store.update(USERS, user_id, {"email": new_email, "emailVerified": True})
         except FlowError as exc:
             raise email_taken() if exc.code == "unique_violation" else exc from None
+        await self.auth.sessions.end_all(user_id, keep=keep)
         if before is not None and before.get("email"):
             self.auth.mailer.send("email-changed", before["email"], user=public(before), newEmail=new_email)
         return public(user or {})

@@ -8,7 +8,8 @@ Query values are read without turning ``+`` into a space: the client sends ``ema
 The emails link to ``/_auth/<target>?key=...``; those routes redirect the browser to the
 app's ``auth.redirect_url`` with ``status`` ("200" or "400"), ``action`` (``email-confirm``,
 ``magic-link``, ``reset-pwd``, ``change-email``), ``access_token`` and, on failure,
-``error``. They need no client key: a browser opening a link from an email sends none.
+``error``: at once for a reset link, after the button of a small page for the others (see
+``_link_routes``). They need no client key: a browser opening a link from an email sends none.
 
 Ending sessions other than the caller's own (``signout`` with another's token,
 ``signout-all``, ``signout-all-except``) needs a fresh session: signed in within
@@ -17,17 +18,20 @@ Ending sessions other than the caller's own (``signout`` with another's token,
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
+import html
 from typing import Any, Awaitable, Callable, Iterable
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from flowengine.auth.service import AuthService
 from flowengine.errors import FlowError
-from flowengine.http.requests import parse_query, read_json
+from flowengine.http.requests import parse_query, read_body, read_json
 
 PREFIX = "/_api/rest/v1/auth"
 LINKS = "/_auth"
@@ -109,13 +113,20 @@ def auth_routes(auth: AuthService, api_keys: Iterable[str] = ()) -> list[Route]:
 
 
 def _link_routes(auth: AuthService) -> list[Route]:
-    """The targets of the links in auth emails: each answers with a redirect."""
+    """The targets of the links in auth emails.
+
+    Mail scanners open every link in a message (GET, HEAD) before its owner does, so opening a
+    link that redeems its key only shows a page with one button, which POSTs the key back; the
+    POST redeems it and redirects (security E3). The reset link redeems nothing (the app's form
+    does, with ``reset-pwd``), so opening it redirects at once.
+    """
+    origin = _origin(auth.config.redirect_url)
 
     async def verify(key: Any) -> tuple[str | None, str | None]:
         return await auth.links.confirm(key), None
 
     async def magic(key: Any) -> tuple[str | None, str | None]:
-        return await auth.links.check("magic", key), None
+        return await auth.links.redeem_magic(key), None
 
     async def reset(key: Any) -> tuple[str | None, str | None]:
         return await auth.links.check("reset", key), None
@@ -125,39 +136,104 @@ def _link_routes(auth: AuthService) -> list[Route]:
             return None, None
         return None, INVALID_LINK
 
-    def target(action: str, redeem: Callable[[Any], Awaitable[tuple[str | None, str | None]]], token_needed: bool) -> Any:
+    def target(path: str, action: str, redeem: Callable[[Any], Awaitable[tuple[str | None, str | None]]],
+               token_needed: bool, page: bool = True) -> Route:  # fmt: skip
         async def endpoint(request: Request) -> Response:
-            if request.method == "HEAD":  # link checkers and mail scanners: nothing is redeemed
+            if page and request.method != "POST":  # GET, HEAD: a person, or a scanner
+                return _page(path, action, _query(request, "key"), origin, head=request.method == "HEAD")
+            if request.method == "HEAD":  # link checkers: nothing is even looked at
                 return Response(status_code=204, headers={"Cache-Control": "no-store"})
             try:
-                token, error = await redeem(_query(request, "key"))
+                token, error = await redeem(await _link_key(request))
             except FlowError as exc:  # e.g. the cache is down: the browser still lands on the app
                 token, error = None, exc.message
             if token_needed and token is None and error is None:
                 error = INVALID_LINK
-            return _redirect(auth.config.redirect_url, action, token, error)
+            return _redirect(auth.config.redirect_url, action, token, error, 303 if request.method == "POST" else 302)
 
-        return endpoint
+        return Route(f"{LINKS}/{path}", endpoint, methods=["GET", "POST"] if page else ["GET"])
 
     return [
-        Route(f"{LINKS}/verify", target("email-confirm", verify, True), methods=["GET"]),
-        Route(f"{LINKS}/magic", target("magic-link", magic, True), methods=["GET"]),
-        Route(f"{LINKS}/reset", target("reset-pwd", reset, True), methods=["GET"]),
-        Route(f"{LINKS}/change-email", target("change-email", change_email, False), methods=["GET"]),
+        target("verify", "email-confirm", verify, True),
+        target("magic", "magic-link", magic, True),
+        target("reset", "reset-pwd", reset, True, page=False),
+        target("change-email", "change-email", change_email, False),
     ]
 
 
-def _redirect(url: str | None, action: str, token: str | None, error: str | None) -> Response:
+#: What the page of a link says: its title and its button.
+PAGE_TEXT = {
+    "email-confirm": ("Confirm your email address", "Confirm my address"),
+    "magic-link": ("Sign in", "Sign in"),
+    "change-email": ("Confirm your new email address", "Confirm my new address"),
+}
+PAGE_STYLE = ("body{font:16px/1.5 system-ui,sans-serif;max-width:30rem;margin:4rem auto;padding:0 1rem}"
+              "button{font:inherit;padding:.5rem 1.25rem}")  # fmt: skip
+_STYLE_HASH = base64.b64encode(hashlib.sha256(PAGE_STYLE.encode()).digest()).decode()
+#: The page's policy: its own style, a form sent home; no script, frame or anything else loaded.
+PAGE_POLICY = f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex"><title>{title}</title><style>{style}</style></head>
+<body><main><h1>{title}</h1><p>Press the button to go on.</p>
+<form method="post" action="{path}"><input type="hidden" name="key" value="{key}"><button type="submit">{button}</button></form>
+</main></body></html>
+"""
+
+
+def _page(path: str, action: str, key: Any, origin: str, head: bool) -> Response:
+    """The page a link opens: one button that POSTs its key back to ``/_auth/<path>``.
+
+    It loads nothing (no script, image or font), so the key reaches no other server, and no
+    ``Referer`` carries it on. The form goes to this server only, and its answer redirects
+    to the app's page, which ``form-action`` names too (browsers check redirects against it).
+    """
+    title, button = PAGE_TEXT[action]
+    key = key if isinstance(key, str) else ""
+    headers = {
+        "Cache-Control": "no-store",
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+        "Content-Security-Policy": PAGE_POLICY + origin,
+    }
+    if head:
+        return Response(status_code=200, headers=headers, media_type="text/html")
+    page = PAGE.format(title=title, button=button, style=PAGE_STYLE, path=path, key=html.escape(key, quote=True))
+    return HTMLResponse(page, headers=headers)
+
+
+async def _link_key(request: Request) -> Any:
+    """The key a link's page posts back (a form field), else the link's own ``?key=``."""
+    if request.method == "POST":
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body = await read_body(request, BODY_LIMIT)
+        if media == "application/x-www-form-urlencoded" and body:
+            posted = parse_qs(body.decode("latin-1"), encoding="utf-8", errors="replace").get("key")
+            if posted:
+                return posted[0]
+    return _query(request, "key")
+
+
+def _origin(url: str | None) -> str:
+    """`` https://app.example`` for the app's redirect page, to add to ``form-action``; "" for none."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    return f" {parts.scheme}://{parts.netloc}"
+
+
+def _redirect(url: str | None, action: str, token: str | None, error: str | None, status: int = 302) -> Response:
     """Off to the app's redirect page with the outcome; as JSON when the app has none."""
     outcome = {"status": "400" if error else "200", "action": action}
     if token and not error:
         outcome["access_token"] = token
     if error:
         outcome["error"] = error
-    headers = {"Cache-Control": "no-store"}
+    headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
     if not url:
         return JSONResponse(outcome, status_code=int(outcome["status"]), headers=headers)
-    return RedirectResponse(f"{url}{'&' if '?' in url else '?'}{urlencode(outcome)}", status_code=302, headers=headers)
+    return RedirectResponse(f"{url}{'&' if '?' in url else '?'}{urlencode(outcome)}", status_code=status, headers=headers)
 
 
 def _json(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
