@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator
 from urllib.parse import urlparse
 
 import httpx
+import bcrypt
 import pytest
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -65,3 +66,18 @@ async def app_client(app_dir: Path, **build_options: Any) -> AsyncIterator[httpx
     async with asgi.router.lifespan_context(asgi):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://test") as http:
             yield http
+
+
+@pytest.fixture
+def checkpw_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The password each ``bcrypt.checkpw`` call is given from now on, in whichever thread:
+    timing tests count checks (every path must spend exactly one)."""
+    given: list[bytes] = []
+    checkpw = bcrypt.checkpw
+
+    def counted(password: bytes, hashed: bytes) -> bool:
+        given.append(password)
+        return checkpw(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", counted)
+    return given

@@ -540,11 +540,12 @@ async def test_a_wrong_password_and_an_unknown_email_answer_alike(two_factor_app
 
 
 async def test_an_unknown_email_costs_a_bcrypt_check_like_a_wrong_password(two_factor_app: TwoFactorApp,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+                                                                          checkpw_calls: list[bytes]) -> None:  # fmt: skip
     """No timing tell either: a quick 401 would say that no account has this email."""
     app = two_factor_app
     user = await app.verified_user()
-    checks = count_bcrypt_checks(monkeypatch)
+    checkpw_calls.clear()
+    checks = checkpw_calls  # from here on
     assert (await app.sign_in(user.email, "not the password")).status_code == 401
     assert len(checks) == 1
     assert (await app.sign_in(f"nobody-{secrets.token_hex(4)}@example.com", "not the password")).status_code == 401
@@ -554,7 +555,7 @@ async def test_an_unknown_email_costs_a_bcrypt_check_like_a_wrong_password(two_f
 @pytest.mark.parametrize("scheme", ["engine", "bare"])
 @pytest.mark.parametrize("password", ["x" * 100, "é" * 50, "x" * 1000], ids=["100 B", "50 é", "1000 B"])
 async def test_a_long_password_costs_one_bcrypt_check_for_known_and_unknown_emails(
-    two_factor_app: TwoFactorApp, monkeypatch: pytest.MonkeyPatch, scheme: str, password: str
+    two_factor_app: TwoFactorApp, checkpw_calls: list[bytes], scheme: str, password: str
 ) -> None:  # fmt: skip
     """Security A3 through the sign-in flow (find-one, then ECOMPARE): a password longer than
     bcrypt reads must not make a known account answer at once while an unknown one spends a
@@ -566,7 +567,8 @@ async def test_a_long_password_costs_one_bcrypt_check_for_known_and_unknown_emai
     store.hasher = hasher
     stored = (await app.services.auth.find_user(user.email, sealed=True))["password"]._digest
     assert stored.startswith("$2b$12$" if scheme == "bare" else "$fe1$2b$12$")
-    checks = count_bcrypt_checks(monkeypatch)
+    checkpw_calls.clear()
+    checks = checkpw_calls  # from here on
     known = await app.sign_in(user.email, password)
     assert len(checks) == 1, "a known account answered without a bcrypt check"
     unknown = await app.sign_in(f"nobody-{secrets.token_hex(4)}@example.com", password)
@@ -676,16 +678,3 @@ def count_comparisons(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
     monkeypatch.setattr(OneTimeCodes, "_matches", counted)
     return compared
-
-
-def count_bcrypt_checks(monkeypatch: pytest.MonkeyPatch) -> list[None]:
-    """One item per bcrypt password check made from now on (in whichever thread)."""
-    checks: list[None] = []
-    checkpw = bcrypt.checkpw
-
-    def counted(password: bytes, hashed: bytes) -> bool:
-        checks.append(None)
-        return checkpw(password, hashed)
-
-    monkeypatch.setattr(bcrypt, "checkpw", counted)
-    return checks
