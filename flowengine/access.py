@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from flowengine.errors import Location, SpecError
-from flowengine.models import SYSTEM_FIELDS, Model
+from flowengine.models import HIDDEN, SYSTEM_FIELDS, Model
 
 USERS = "users"
 #: Built-in ``users`` fields that only the auth flows may change (sign-up, verification,
@@ -54,7 +54,7 @@ class Writable:
             return f"'{name}' is not a field of {self.model.name}"
         if self.model.name == USERS and name in IDENTITY_FIELDS:
             return f"field '{name}' can only be changed through the auth API"
-        if f.readonly or f.private or f.type == "encrypted" or name == self.owner:
+        if f.readonly or f.private or f.type in HIDDEN or name == self.owner:
             return f"field '{name}' cannot be changed through the data API"
         return None
 

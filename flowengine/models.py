@@ -13,6 +13,7 @@ unless the file says ``name:``::
       twoFactorAuth: { type: boolean, default: false }
       joinedOn:      { type: datetime, default: { expression: NOW() } }
       password:      { type: encrypted, required: true, length: { min: 8 } }
+      totpSecret:    secret       # kept as written, never shown by any read
       referrer:      { type: reference, model: users }
       tags:          { type: list, items: text, length: { max: 20 } }
       address:       { type: object, fields: { city: text, zip: { type: text, pattern: "^[0-9]{5}$" } } }
@@ -21,7 +22,10 @@ unless the file says ``name:``::
 
 Field types: text, email, phone, integer, decimal, boolean, date, datetime, reference
 (the ``_id`` of an object of ``model``), list (of ``items``), object (a sub-model with its own
-``fields``) and encrypted (stored as a bcrypt hash, never shown by any read). Per field:
+``fields``), encrypted (stored as a bcrypt hash) and secret (text stored as given, such as
+the sealed secret ``totp-confirm`` gives). Encrypted and secret fields are *hidden*: no read,
+answer or data API response shows them; a read node with ``encrypted: true`` gets them
+sealed (``Encrypted``, ``Secret``), for ``ECOMPARE`` and ``totp-verify``. Per field:
 ``required``, ``default``, ``unique``, ``indexed``, ``min``/``max`` (numbers), ``length:
 {min, max}`` (text, or the number of list items), ``pattern``, ``enum``, ``description``,
 ``readonly`` and ``private`` (for the data API: clients may not write them / see them), and
@@ -63,7 +67,9 @@ from flowengine.spec import schema as schemas
 SYSTEM_FIELDS = ("_id", "createdAt", "updatedAt")
 #: Names an expression default may read besides functions.
 DEFAULT_NAMES = frozenset({"this", "session", "user", "env"})
-TEXTUAL = frozenset({"text", "email", "phone", "encrypted"})
+TEXTUAL = frozenset({"text", "email", "phone", "encrypted", "secret"})
+#: Field types no read returns unless it asks for sealed values (see ``Sealed``).
+HIDDEN = frozenset({"encrypted", "secret"})
 NUMERIC = frozenset({"integer", "decimal"})
 
 _NAME = r"^[A-Za-z][A-Za-z0-9_]{0,39}$"
@@ -80,6 +86,7 @@ _BASE: dict[str, dict[str, Any]] = {
     "datetime": {"type": "string", "format": "date-time"},
     "reference": {"type": "string", "minLength": 1},
     "encrypted": {"type": "string", "writeOnly": True},
+    "secret": {"type": "string", "writeOnly": True},
     "list": {"type": "array"},
     "object": {"type": "object"},
 }
@@ -169,7 +176,13 @@ class Model:
 
     @property
     def encrypted(self) -> tuple[str, ...]:
+        """The fields the store hashes."""
         return tuple(name for name, f in self.fields.items() if f.type == "encrypted")
+
+    @property
+    def hidden(self) -> tuple[str, ...]:
+        """The fields reads never return unless they ask for sealed values."""
+        return tuple(name for name, f in self.fields.items() if f.type in HIDDEN)
 
     def json_schema(self, partial: bool = False) -> dict[str, Any]:
         """The schema of the values a client or a flow writes (no system fields)."""
@@ -179,8 +192,8 @@ class Model:
         return schema
 
     def output_schema(self) -> dict[str, Any]:
-        """The schema of a stored object as reads return it (encrypted fields never appear)."""
-        shown = {name: f for name, f in self.fields.items() if f.type != "encrypted"}
+        """The schema of a stored object as reads return it (hidden fields never appear)."""
+        shown = {name: f for name, f in self.fields.items() if f.type not in HIDDEN}
         schema = _object_schema(shown, partial=True)
         system = {"_id": {"type": "string"}, "createdAt": _BASE["datetime"], "updatedAt": _BASE["datetime"]}
         schema["properties"] = {**system, **schema["properties"]}
@@ -248,14 +261,27 @@ class Model:
         return self._validators[partial]
 
 
-class Encrypted:
-    """An encrypted field as a read returns it when asked to: sealed.
+class Sealed:
+    """A hidden field's value as a read returns it when asked to (``encrypted: true``).
 
-    Nothing can show the hash (it is not text, and expressions read only mappings), yet
-    ``ECOMPARE`` can check a plain text against it with ``matches``.
+    Nothing can show it: it is not text, expressions read only mappings, and answers write
+    it as null. Only the code meant for it opens it (``Encrypted.matches``, ``Secret.reveal``).
     """
 
+    __slots__ = ()
+    kind = "sealed"
+
+    def __repr__(self) -> str:
+        return f"<{self.kind}>"
+
+    __str__ = __repr__
+
+
+class Encrypted(Sealed):
+    """An encrypted field read sealed: ``ECOMPARE`` checks a plain text against its hash."""
+
     __slots__ = ("_digest",)
+    kind = "encrypted"
 
     def __init__(self, digest: str) -> None:
         self._digest = digest
@@ -268,10 +294,22 @@ class Encrypted:
         """Whether the hash should be redone at cost ``rounds`` (a lower cost, or the bare scheme)."""
         return hashing.outdated(self._digest, rounds)
 
-    def __repr__(self) -> str:
-        return "<encrypted>"
 
-    __str__ = __repr__
+class Secret(Sealed):
+    """A secret field read sealed: a node that needs the text (``totp-verify``) reveals it."""
+
+    __slots__ = ("_text",)
+    kind = "secret"
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def reveal(self) -> str:
+        return self._text
+
+
+#: How a sealed read returns each hidden field type.
+SEALED: dict[str, type[Sealed]] = {"encrypted": Encrypted, "secret": Secret}
 
 
 # --- validation helpers -----------------------------------------------------------------
@@ -397,7 +435,7 @@ def _object_schema(fields: Mapping[str, Field], partial: bool) -> dict[str, Any]
 
 _PYTHON_TYPES: dict[str, Any] = {
     "text": str, "email": str, "phone": str, "reference": str, "date": str, "datetime": str,
-    "encrypted": str, "integer": int, "decimal": (int, float), "boolean": bool,
+    "encrypted": str, "secret": str, "integer": int, "decimal": (int, float), "boolean": bool,
 }  # fmt: skip
 
 
@@ -494,8 +532,8 @@ _FILE_VALIDATOR = jsonschema.Draft202012Validator(FILE_SCHEMA)
 #: Which types accept which optional keys (the rest are errors, not silently ignored).
 _ALLOWED_KEYS = {
     "min": NUMERIC, "max": NUMERIC, "length": TEXTUAL | {"list"}, "pattern": TEXTUAL - {"encrypted"},
-    "enum": (TEXTUAL - {"encrypted"}) | NUMERIC, "model": {"reference"}, "items": {"list"}, "fields": {"object"},
-    "unique": set(TYPES) - {"list", "object", "encrypted"}, "indexed": set(TYPES) - {"list", "object", "encrypted"},
+    "enum": (TEXTUAL - HIDDEN) | NUMERIC, "model": {"reference"}, "items": {"list"}, "fields": {"object"},
+    "unique": set(TYPES) - {"list", "object"} - HIDDEN, "indexed": set(TYPES) - {"list", "object"} - HIDDEN,
 }  # fmt: skip
 _NEEDED_KEYS = {"reference": "model", "list": "items", "object": "fields"}
 
@@ -575,7 +613,7 @@ class _Compiler:
         needed = _NEEDED_KEYS.get(kind)
         if needed and needed not in spec:
             self.problem(f"a field of type {kind} needs '{needed}'", *path)
-        if not top and kind in ("reference", "encrypted"):
+        if not top and (kind == "reference" or kind in HIDDEN):
             self.problem(f"{kind} fields must be top-level fields of the model", *path)
         if not top and spec.get("reauth"):
             self.problem("reauth applies only to top-level fields (the ones the data API writes)", *path, "reauth")
@@ -608,8 +646,8 @@ class _Compiler:
             for unknown in sorted(expression.names - DEFAULT_NAMES):
                 self.problem(f"default: unknown name '{unknown}' (a default may use this, session, user, env)", *path, "default")
             return _replace(f, default_expression=expression)
-        if f.type == "encrypted":
-            self.problem("an encrypted field cannot have a literal default", *path, "default")
+        if f.type in HIDDEN:
+            self.problem(f"{f.type} fields cannot have a literal default", *path, "default")
         elif (message := _value_problem(f, raw)) is not None:
             self.problem(f"default {raw!r} is not valid: {message}", *path, "default")
         return _replace(f, default=raw)

@@ -11,9 +11,12 @@ read the secret again to check a code, so it is kept *sealed* (AES-GCM, never ha
   sealed secret copied onto another account does not open there;
 - a code verifies within ±1 step (clock drift), compared in constant time on bytes after an
   ASCII-only format check;
-- each step verifies once per user: success claims the step atomically in the shared cache
-  (of concurrent right answers exactly one wins), and a step older than one already used is
-  refused, so an observed code cannot be replayed;
+- each step verifies once per user, and a step no later than one already used is refused,
+  so an observed code cannot be replayed. Checks of one user take turns: a check first
+  claims ``totp-turn:{user}`` (an atomic increment with a TTL), and a check that finds the
+  turn taken answers ``locked`` (retry in a second) without comparing. Inside its turn a
+  check reads the last used step, compares, and records the new one, so of concurrent
+  right codes, of one step or of neighbouring ones, exactly one verifies;
 - wrong codes count on the account's consecutive-failure counter of ``flowengine.otp``
   (shared with SMS codes: delays after 10, disabled at 100, reset by a right code or by
   account recovery).
@@ -38,6 +41,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from flowengine.models import Secret
 from flowengine.otp import OneTimeCodes, Policy, failure_keys, reset_failures
 
 DIGITS = 6
@@ -50,6 +54,10 @@ _CODE = re.compile(r"[0-9]{6}", re.ASCII)
 _SEAL_LABEL = b"flowengine totp secret v1"
 _SEAL_PREFIX = "v1."
 _MAX_SEALED = 200  # characters: a seal is about 80
+#: How long a check may hold its user's turn: a process that dies holding it blocks no longer.
+TURN_TTL = 10
+#: How long the last used step is kept: past it, a code of that step is out of the window anyway.
+USED_TTL = (2 * WINDOW + 2) * STEP
 
 
 # --- RFC 4226 / 6238 ------------------------------------------------------------------
@@ -105,7 +113,10 @@ def seal(app_secret: bytes, user: str, secret: str) -> str:
 
 
 def unseal(app_secret: bytes, user: str, sealed: Any) -> str | None:
-    """The secret ``seal`` sealed for this user and app secret; None for anything else."""
+    """The secret ``seal`` sealed for this user and app secret (as text, or as a ``secret``
+    field read sealed); None for anything else."""
+    if isinstance(sealed, Secret):
+        sealed = sealed.reveal()
     if not isinstance(sealed, str) or not sealed.startswith(_SEAL_PREFIX) or len(sealed) > _MAX_SEALED:
         return None
     try:
@@ -166,25 +177,27 @@ class Authenticator:
         return await self._check(user, secret, code)
 
     async def _check(self, user: str, secret: str, code: Any) -> Verdict:
+        if await self.cache.increment(_turn_key(user), ttl=TURN_TTL) != 1:
+            return Verdict("locked", retry_after=1)  # another check of this user is running
+        try:
+            return await self._check_in_turn(user, secret, code)
+        finally:
+            await self.cache.delete(_turn_key(user))
+
+    async def _check_in_turn(self, user: str, secret: str, code: Any) -> Verdict:
         _, wait = await self._account.take_turn(user, self.policy)
         if wait is not None:
             return Verdict("locked", retry_after=None if math.isinf(wait) else max(1, math.ceil(wait)))
         step = _matching_step(_key(secret), code, self.clock())
-        if step is None or not await self._claim(user, step):
+        last = await self.cache.get(_used_key(user))
+        if step is None or (isinstance(last, int) and step <= last):
             await self._account.count_failure(user, self.policy)
             failures = await self.cache.get(failure_keys(user)[0])
             left = self.policy.delay_after - (failures if isinstance(failures, int) else 0)
             return Verdict("invalid", attempts_left=max(0, left))
+        await self.cache.set(_used_key(user), step, ttl=USED_TTL)  # a value, not a counter: SET is right
         await reset_failures(self.cache, user)
         return Verdict("verified")
-
-    async def _claim(self, user: str, step: int) -> bool:
-        """Use ``step`` for ``user``: False when it, or a later step, was used already."""
-        later = await self.cache.get_many([_used_key(user, s) for s in range(step + 1, step + 2 * WINDOW + 1)])
-        if any(value is not None for value in later):
-            return False
-        # Kept while a code of this step can still be accepted (it is at most WINDOW steps old).
-        return await self.cache.increment(_used_key(user, step), ttl=(2 * WINDOW + 2) * STEP) == 1
 
 
 def _matching_step(key: bytes, code: Any, now: float) -> int | None:
@@ -205,5 +218,10 @@ def _pending_key(user: str) -> str:
     return f"totp-pending:{user}"
 
 
-def _used_key(user: str, step: int) -> str:
-    return f"totp-used:{user}:{step}"
+def _used_key(user: str) -> str:
+    """The last step a code of ``user`` verified with."""
+    return f"totp-used:{user}"
+
+
+def _turn_key(user: str) -> str:
+    return f"totp-turn:{user}"

@@ -4,8 +4,9 @@ Each node is a thin shape over ``ctx.store``, which validates against the model,
 transaction per write (or joins the run's ``store.transaction()``), and turns constraint
 failures into ``FlowError``s naming the field: a unique clash is a 409 ``unique_violation``,
 a reference to a missing object a 400 ``invalid_reference``, bad values a 400 listing each
-field. Reads never return encrypted fields, unless a read node says ``encrypted: true``: then
-they arrive sealed, usable by ``ECOMPARE`` and shown by nothing.
+field. Reads never return hidden fields (``encrypted`` and ``secret``), unless a read node
+says ``encrypted: true``: then they arrive sealed, usable by ``ECOMPARE`` (encrypted) and
+``totp-verify`` (secret) and shown by nothing.
 
 ``where`` is an Altogic query, compiled to SQL when the app loads::
 
@@ -41,7 +42,7 @@ _WHERE = Param.query(description="an Altogic query on the model, like this.email
 _SORT = Param.literal({"type": "object", "additionalProperties": {"enum": ["asc", "desc"]}},
                       description="field: asc | desc, in order of priority")  # fmt: skip
 _ENCRYPTED = Param.literal({"type": "boolean"}, default=False,
-                           description="also read encrypted fields, sealed (only ECOMPARE can use them)")  # fmt: skip
+                           description="also read encrypted and secret fields, sealed (only ECOMPARE and totp-verify can use them)")  # fmt: skip
 _VALUES = Param("expression", {"type": "object"}, required=True, description="field: expression")
 _UPDATES = Param(
     "expression",

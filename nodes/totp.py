@@ -1,8 +1,8 @@
 """Authenticator-app codes in flows: ``totp-setup``, ``totp-confirm`` and ``totp-verify``.
 
 Enrolment is setup (show the QR code) → confirm (the first code; gives the sealed secret)
-→ ``update-fields`` (store it in a ``private`` text field of users). Sign-in is verify with
-that stored value. The rules (window, replay, sealing, the account's failure counter) live
+→ ``update-fields`` (store it in a ``secret`` field of users, which no read shows). Sign-in is
+verify with that value, read with ``encrypted: true``. The rules (window, replay, sealing, the account's failure counter) live
 in ``flowengine.totp``; these nodes only read their params and route the verdict.
 """
 
@@ -56,7 +56,7 @@ async def totp_setup(ctx, params):
     params={"user": _USER, "code": _CODE},
     description=(
         "Finish enrolling: check the first code against the pending secret. 'verified' gives {user, sealed}: "
-        "store sealed (e.g. with update-fields, in a private text field) for totp-verify. 'invalid' gives "
+        "store sealed (e.g. with update-fields, in a secret field) for totp-verify. 'invalid' gives "
         "{attemptsLeft}; 'expired': nothing pending; 'locked' as in otp-verify."
     ),
 )
@@ -74,12 +74,15 @@ async def totp_confirm(ctx, params):
     params={
         "user": _USER,
         "code": _CODE,
-        "sealed": Param.expression(required=True, description="the user's stored secret, as totp-confirm sealed it"),
+        "sealed": Param.expression(
+            required=True, description="the user's stored secret as totp-confirm sealed it (a secret field read with encrypted: true)"
+        ),
     },
     description=(
         "Check an authenticator-app code (±30 s; each code works once). 'verified' gives {user}; 'invalid' "
         "gives {attemptsLeft} (also for a secret sealed for another user or app secret); 'locked' follows too "
-        "many wrong codes of the account, SMS codes included ({retryAfter} seconds; or until a password reset)."
+        "many wrong codes of the account, SMS codes included ({retryAfter} seconds; or until a password reset), "
+        "or another check of the user's codes still running ({retryAfter: 1})."
     ),
 )
 async def totp_verify(ctx, params):

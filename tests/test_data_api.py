@@ -53,6 +53,7 @@ fields:
   twoFactorAuth: { type: boolean, default: false }
   role: { type: text, default: member, readonly: true }
   notesToSelf: { type: text, private: true }
+  totpSecret: secret
   nickname: { type: text, unique: true }
 rules:
   - check: "!this.twoFactorAuth || this.phoneVerified"
@@ -155,7 +156,7 @@ async def open_world(folder: Path, database: Any) -> AsyncIterator[World]:
     asgi = build_app(app, services, extra_routes=data_routes(app, services))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://testserver") as client:
         world = World(app, services, client)
-        await world.add_user("a", name="Ada", profilePicture="https://x/p.png", notesToSelf="hidden")
+        await world.add_user("a", name="Ada", profilePicture="https://x/p.png", notesToSelf="hidden", totpSecret="v1.s")
         await world.add_user("b", name="Bob")
         yield world
 
@@ -184,6 +185,7 @@ async def test_a_user_renames_themselves_as_the_client_sends_it(world: World) ->
     assert answer["_id"] == world.ids["a"] and answer["name"] == "Ada L."
     assert answer["email"] == "a@example.com" and answer["updatedAt"] >= before["updatedAt"]
     assert "password" not in answer and "notesToSelf" not in answer  # encrypted and private: never shown
+    assert "totpSecret" not in answer and (await world.store.get("users", world.ids["a"], sealed=True))["totpSecret"]
     assert (await world.read("users", world.ids["a"]))["name"] == "Ada L."
 
 
@@ -243,6 +245,7 @@ REFUSED = [
     *((name, "can only be changed through the auth API") for name in sorted(IDENTITY_FIELDS)),
     ("role", "cannot be changed through the data API"),  # readonly
     ("notesToSelf", "cannot be changed through the data API"),  # private
+    ("totpSecret", "cannot be changed through the data API"),  # secret
     ("_id", "is set by the server"),
     ("createdAt", "is set by the server"),
     ("updatedAt", "is set by the server"),
@@ -250,7 +253,7 @@ REFUSED = [
 ]
 VALUES = {"email": "evil@example.com", "password": "hunter2hunter2", "emailVerified": True, "phone": "+14155552671",
           "phoneVerified": True, "provider": "google", "providerUserId": "1", "signUpAt": "2020-01-01T00:00:00Z",
-          "lastLoginAt": "2020-01-01T00:00:00Z", "role": "admin", "notesToSelf": "x", "_id": "x",
+          "lastLoginAt": "2020-01-01T00:00:00Z", "role": "admin", "notesToSelf": "x", "totpSecret": "x", "_id": "x",
           "createdAt": "2020-01-01T00:00:00Z", "updatedAt": "2020-01-01T00:00:00Z", "isAdmin": True}  # fmt: skip
 
 

@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 
 from flowengine.errors import ValidationFailed
-from flowengine.models import FILE_SCHEMA, Encrypted, compile_models, hash_secret, merge
+from flowengine.models import FILE_SCHEMA, Encrypted, Sealed, Secret, compile_models, hash_secret, merge
 from flowengine.spec.yamlfile import loads
 
 USERS = """\
@@ -29,6 +29,7 @@ fields:
   address:       { type: object, fields: { city: text, zip: { type: text, pattern: "^[0-9]{5}$" } } }
   phones:        { type: list, items: { type: object, fields: { number: { type: phone, required: true } } } }
   nickname:      { type: text, readonly: true, private: true, description: shown to friends }
+  totpSecret:    secret
 """
 
 CODE = """\
@@ -62,7 +63,7 @@ def test_a_model_compiles_with_its_fields(users):
     assert users.fields["tags"].items.type == "text"
     assert users.fields["address"].fields["zip"].pattern == "^[0-9]{5}$"
     assert users.fields["nickname"].readonly and users.fields["nickname"].private
-    assert users.encrypted == ("password",)
+    assert users.encrypted == ("password",) and users.hidden == ("password", "totpSecret")
 
 
 def test_transient_model():
@@ -152,7 +153,7 @@ def test_json_schema_is_valid_and_describes_the_fields(users):
 def test_output_schema_has_system_fields_and_hides_encrypted(users):
     schema = users.output_schema()
     assert list(schema["properties"])[:3] == ["_id", "createdAt", "updatedAt"]
-    assert "password" not in schema["properties"]
+    assert "password" not in schema["properties"] and "totpSecret" not in schema["properties"]
     assert schema["required"] == ["_id", "createdAt", "updatedAt"]
 
 
@@ -177,6 +178,10 @@ def test_file_schema_is_a_valid_schema():
         ("fields: { a: { type: text, default: { expression: params.x } } }", "models/m.yaml:1:28", "unknown name 'params'"),
         ("fields: { _id: text }", "models/m.yaml:1:11", "'_id'"),
         ("fields: { a: { type: list, items: encrypted } }", "models/m.yaml:1:28", "encrypted fields must be top-level fields"),
+        ("fields: { a: { type: object, fields: { s: secret } } }", "models/m.yaml:1:40", "secret fields must be top-level fields"),
+        ("fields: { a: { type: secret, unique: true } }", "models/m.yaml:1:30", "'unique' does not apply to a field of type secret"),
+        ("fields: { a: { type: secret, enum: [x] } }", "models/m.yaml:1:30", "'enum' does not apply to a field of type secret"),
+        ("fields: { a: { type: secret, default: x } }", "models/m.yaml:1:30", "secret fields cannot have a literal default"),
         ("fields: { a: { type: list, items: text, unique: true } }", "models/m.yaml:1:41", "'unique' does not apply"),
         ("transient: true\nfields: { a: { type: text, unique: true } }", "models/m.yaml:2:11", "a transient model is never stored"),
         ("name: other\nfields: { a: text }", "models/m.yaml:1:1", "the model is named 'other' but its file is 'm'"),
@@ -209,6 +214,16 @@ def test_merge_extends_a_model():
 def test_merge_refuses_to_change_a_type():
     with pytest.raises(ValueError, match="field 'email' is a email field and cannot become a text field"):
         merge({"fields": {"email": "email"}}, {"fields": {"email": {"type": "text"}}})
+
+
+def test_a_secret_is_text_as_written_and_sealed_when_read():
+    models, problems = compile_texts(m="fields: { s: { type: secret, length: { max: 5 } } }")
+    assert problems == [] and models["m"].validate({"s": "v1.ab"}) == {"s": "v1.ab"}
+    with pytest.raises(ValidationFailed):
+        models["m"].validate({"s": 42})
+    sealed = Secret("v1.ab")
+    assert str(sealed) == repr(sealed) == "<secret>" and sealed.reveal() == "v1.ab"
+    assert isinstance(sealed, Sealed) and isinstance(Encrypted("x"), Sealed)
 
 
 def test_encrypted_is_sealed():

@@ -15,6 +15,8 @@ from starlette.testclient import TestClient
 from flowengine.context import Services
 from flowengine.http.app import build_app
 from flowengine.http.openapi import describe
+from flowengine.models import compile_models
+from flowengine.spec.yamlfile import loads
 from flowengine.spec.app import App, load_app
 
 DEMO = Path(__file__).parent / "apps" / "openapi_demo"
@@ -107,6 +109,19 @@ def test_components_hold_the_models_the_errors_shape_and_the_session_scheme(
     assert components["securitySchemes"]["session"] == {
         "type": "apiKey", "in": "header", "name": "Session", "description": "a session token",
     }  # fmt: skip
+
+
+def test_hidden_fields_are_write_only_and_never_in_a_read(app: App) -> None:
+    source = "fields: { email: email, password: encrypted, totpSecret: { type: secret, description: sealed } }"
+    models, problems = compile_models([("users", loads(source, "models/users.yaml").data, lambda *_: None)])
+    assert problems == []
+    document = describe(dataclasses.replace(app, models={**app.models, **models}))
+    validate(document)
+    written = document["components"]["schemas"]["users"]["properties"]
+    assert written["totpSecret"] == {"type": "string", "writeOnly": True, "description": "sealed"}
+    assert written["password"]["writeOnly"] is True
+    read = models["users"].output_schema()["properties"]
+    assert "totpSecret" not in read and "password" not in read and "email" in read
 
 
 def test_a_body_of_a_model_refers_to_its_schema(document: dict[str, Any]) -> None:

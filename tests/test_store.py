@@ -14,9 +14,10 @@ import psycopg
 import pytest
 
 from flowengine.errors import FlowError, ValidationFailed
-from flowengine.models import Encrypted, Model, compile_models
+from flowengine.models import Encrypted, Model, Secret, compile_models
 from flowengine.spec.yamlfile import loads
 from flowengine.store import MigrationError, Store, compile_query, open_store
+from flowengine.store.query import QueryError
 
 pytestmark = pytest.mark.anyio
 
@@ -29,6 +30,7 @@ fields:
   active: { type: boolean, default: true }
   role: { type: text, enum: [admin, member], default: member }
   password: { type: encrypted, length: { min: 8 } }
+  totpSecret: secret
   tags: { type: list, items: text }
   address: { type: object, fields: { city: text } }
   birthday: date
@@ -134,6 +136,24 @@ async def test_encrypted_fields_are_hashed_and_never_read(store):
     sealed = await store.get("users", created["_id"], sealed=True)
     assert isinstance(sealed["password"], Encrypted) and sealed["password"].matches("correct horse")
     assert not sealed["password"].matches("wrong horse")
+
+
+async def test_secret_fields_are_stored_as_given_and_read_only_sealed(store):
+    created = await store.create("users", {"email": "a@b.co", "totpSecret": "v1.sealed-by-totp"})
+    updated = await store.update("users", created["_id"], {"name": "Ann"})
+    stepped = await store.update_fields("users", created["_id"], [{"field": "age", "updateType": "increment", "value": 1}])
+    found = await store.find_one("users", compile_query("this.email == 'a@b.co'", MODELS["users"]).evaluate({}))
+    for answer in (created, updated, stepped, found, await store.get("users", created["_id"]), *await everyone(store)):
+        assert "totpSecret" not in answer
+    for sealed in (await store.get("users", created["_id"], sealed=True),
+                   await store.find_one("users", sort={"email": "asc"}, sealed=True),
+                   (await store.find_many("users", sealed=True))[0]):  # fmt: skip
+        assert isinstance(sealed["totpSecret"], Secret) and sealed["totpSecret"].reveal() == "v1.sealed-by-totp"
+        assert str(sealed["totpSecret"]) == "<secret>" and sealed["password"] is None  # none set
+    refused = await raises(lambda: store.find_many("users", sort={"totpSecret": "asc"}))
+    assert refused.code == "invalid_sort"
+    with pytest.raises(QueryError, match="'totpSecret' is secret and cannot be queried"):
+        compile_query("this.totpSecret == 'x'", MODELS["users"])
 
 
 async def test_transient_model_is_validated_and_not_stored(store):

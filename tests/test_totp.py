@@ -14,9 +14,10 @@ import pytest
 from flowengine.cache import MemoryCache, open_cache
 from flowengine.context import Services
 from flowengine.interpreter import run_flow
+from flowengine.models import Secret
 from flowengine.otp import Policy
 from flowengine.spec.app import load_app
-from flowengine.totp import STEP, Authenticator, hotp, new_secret, provisioning_uri, seal, totp, unseal
+from flowengine.totp import STEP, TURN_TTL, Authenticator, hotp, new_secret, provisioning_uri, seal, totp, unseal
 from flowengine.types import Reply
 
 pytestmark = pytest.mark.anyio
@@ -45,6 +46,28 @@ async def cache(request):
         if keys:
             await backend.delete(*keys)
     await backend.close()
+
+
+class Overlapping:
+    """A cache on which ``parties`` checks surely overlap: a claim of a user's turn returns only
+    once all of them have claimed. (The in-process cache never yields, so checks on it run one
+    after another; on Redis one may finish while another still opens its connection.)"""
+
+    def __init__(self, cache, parties: int) -> None:
+        self._cache, self._parties, self._claimed = cache, parties, 0
+        self._all = asyncio.Event()
+
+    def __getattr__(self, name: str):
+        return getattr(self._cache, name)
+
+    async def increment(self, key: str, *args, **kwargs) -> int:
+        count = await self._cache.increment(key, *args, **kwargs)
+        if key.startswith("totp-turn:"):
+            self._claimed += 1
+            if self._claimed >= self._parties:
+                self._all.set()
+            await self._all.wait()
+        return count
 
 
 @pytest.fixture
@@ -131,8 +154,8 @@ async def test_codes_of_the_steps_either_side_pass_two_away_fail(auth, clock):
     now = clock.now
     for offset in (-2, 2):
         assert (await auth.verify("u1", code_at(secret, now + offset * STEP), sealed)).outcome == "invalid"
-    for offset in (-1, 0, 1):
-        clock.now = now + 10 * offset * STEP  # a fresh step each time: no replay in the way
+    for later, offset in enumerate((-1, 0, 1), start=1):
+        clock.now = now + 10 * later * STEP  # a fresh step each time: no replay in the way
         assert (await auth.verify("u1", code_at(secret, clock.now + offset * STEP), sealed)).outcome == "verified"
 
 
@@ -151,6 +174,43 @@ async def test_of_20_concurrent_right_codes_exactly_one_verifies(auth, clock):
     code = code_at(secret, clock.now)
     verdicts = await asyncio.gather(*(auth.verify("u1", code, sealed) for _ in range(20)))
     assert [v.outcome for v in verdicts].count("verified") == 1
+
+
+@pytest.mark.parametrize("steps", [(0, 1), (1, 0), (0, 0)])
+async def test_of_concurrent_codes_of_neighbouring_steps_exactly_one_verifies(auth, cache, clock, steps):
+    secret, sealed = await enrolled(auth, clock)
+    racing = Authenticator(Overlapping(cache, parties=2), APP_SECRET, clock)
+    codes = [code_at(secret, clock.now + step * STEP) for step in steps]
+    verdicts = await asyncio.gather(*(racing.verify("u1", code, sealed) for code in codes))
+    assert sorted(v.outcome for v in verdicts) == ["locked", "verified"]
+    assert [v.retry_after for v in verdicts if v.outcome == "locked"] == [1]
+    clock.now += 2 * STEP  # the turn is free again: the next step verifies
+    assert (await auth.verify("u1", code_at(secret, clock.now), sealed)).outcome == "verified"
+
+
+async def test_a_later_step_verifies_after_an_earlier_one_but_not_before(auth, clock):
+    secret, sealed = await enrolled(auth, clock)
+    assert (await auth.verify("u1", code_at(secret, clock.now), sealed)).outcome == "verified"
+    assert (await auth.verify("u1", code_at(secret, clock.now + STEP), sealed)).outcome == "verified"
+    assert (await auth.verify("u1", code_at(secret, clock.now), sealed)).outcome == "invalid"
+
+
+async def test_a_check_waits_for_the_users_turn_which_expires(auth, clock, cache):
+    secret, sealed = await enrolled(auth, clock)
+    await cache.increment("totp-turn:u1", ttl=TURN_TTL)  # a check in another process, or one that died
+    held = await auth.verify("u1", code_at(secret, clock.now), sealed)
+    assert (held.outcome, held.retry_after) == ("locked", 1)
+    assert 0 < await cache.ttl("totp-turn:u1") <= TURN_TTL
+    assert await cache.get("otp-failures:u1") is None  # nothing was compared, nothing counted
+    await cache.delete("totp-turn:u1")
+    assert (await auth.verify("u1", code_at(secret, clock.now), sealed)).outcome == "verified"
+    assert not await cache.exists("totp-turn:u1")  # each check gives its turn back
+
+
+async def test_a_secret_field_read_sealed_verifies(auth, clock):
+    secret, sealed = await enrolled(auth, clock)
+    assert (await auth.verify("u1", code_at(secret, clock.now), Secret(sealed))).outcome == "verified"
+    assert (await auth.verify("u2", code_at(secret, clock.now + STEP), Secret(sealed))).outcome == "invalid"
 
 
 async def test_a_step_used_by_one_user_still_verifies_for_another(auth, clock):

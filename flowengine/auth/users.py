@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from flowengine.errors import FlowError, SpecError
-from flowengine.models import Encrypted, merge
+from flowengine.models import Sealed, merge
 from flowengine.spec import yamlfile
 from flowengine.spec.yamlfile import Document
 
@@ -51,8 +51,8 @@ def _mapping(value: Any) -> bool:
 
 
 def public(user: Mapping[str, Any]) -> dict[str, Any]:
-    """A user as answers and flows see it: no encrypted field, sealed or not."""
-    return {name: value for name, value in user.items() if not isinstance(value, Encrypted)}
+    """A user as answers and flows see it: no hidden (encrypted or secret) field, sealed or not."""
+    return {name: value for name, value in user.items() if not isinstance(value, Sealed)}
 
 
 def email_taken() -> FlowError:

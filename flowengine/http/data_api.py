@@ -14,8 +14,8 @@ refused unless a rule allows it:
   default, each user their own object, and ``users: false`` closes it;
 - only objects whose owner field holds the signed-in user's ``_id`` (``_id`` itself for
   ``users``): an unknown id is a 404, someone else's object a 403;
-- only fields the model does not mark ``readonly`` or ``private``, never an encrypted field,
-  the owner field or ``_id``/``createdAt``/``updatedAt``, and never the ``users`` identity
+- only fields the model does not mark ``readonly`` or ``private``, never an encrypted or
+  secret field, the owner field or ``_id``/``createdAt``/``updatedAt``, and never the ``users`` identity
   fields that only the auth flows change (``IDENTITY_FIELDS``).
 
 A field the model marks ``reauth: true`` is written only from a fresh session (signed in

@@ -1,8 +1,9 @@
 """The JSON a flow answers with.
 
-A flow's answer is data, except for one thing it may carry by design: an encrypted field
-read sealed (``find-one`` with ``encrypted: true``, for ``ECOMPARE``). It is written as
-``null``, so returning such an object can never show or fail on a hash.
+A flow's answer is data, except for one thing it may carry by design: a hidden field
+(encrypted or secret) read sealed (``find-one`` with ``encrypted: true``, for ``ECOMPARE`` or
+``totp-verify``). It is written as ``null``, so returning such an object can never show or
+fail on a hash or a secret.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from flowengine.models import Encrypted
+from flowengine.models import Sealed
 
 
 def _sealed(value: Any) -> None:
-    if isinstance(value, Encrypted):
+    if isinstance(value, Sealed):
         return None
     raise TypeError(f"{type(value).__name__} is not JSON")
 

@@ -34,7 +34,7 @@ from sqlalchemy.dialects import postgresql
 from flowengine.errors import FlowError
 from flowengine.expressions import Expression, ExpressionError, parse
 from flowengine.functions import text_of
-from flowengine.models import NORMALISE, Field, Model, parse_date, parse_datetime
+from flowengine.models import HIDDEN, NORMALISE, Field, Model, parse_date, parse_datetime
 from flowengine.store.tables import KINDS, COLUMN_TYPES
 
 SYSTEM = {"_id": Field("_id", "text"), "createdAt": Field("createdAt", "datetime"),
@@ -286,8 +286,8 @@ class _Compiler:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise self.fail(f"'{name}' is not a field of {self.model.name}{hint}")
-        if field.type == "encrypted":
-            raise self.fail(f"'{name}' is encrypted and cannot be queried")
+        if field.type in HIDDEN:
+            raise self.fail(f"'{name}' is {field.type} and cannot be queried")
         return field
 
     def comparable(self, field: Field) -> None:

@@ -32,7 +32,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 import sqlalchemy as sa
 
 from flowengine.errors import FlowError, ValidationFailed
-from flowengine.models import Encrypted, Field, Model, hash_secret, iso
+from flowengine.models import HIDDEN, SEALED, Field, Model, hash_secret, iso
 from flowengine.store.query import Filter
 from flowengine.store.tables import CONVERTERS, KINDS, build_tables, constraint_name, storage_kind
 
@@ -132,8 +132,9 @@ class Store:
     # --- reads
 
     async def get(self, model: str, id: Any, *, sealed: bool = False, locked: bool = False) -> dict[str, Any] | None:
-        """The object with ``_id`` = id, or None. ``sealed`` adds encrypted fields as
-        ``Encrypted``; ``locked`` (inside a write) holds the row until the write ends."""
+        """The object with ``_id`` = id, or None. ``sealed`` adds hidden fields (encrypted and
+        secret) as ``Encrypted`` and ``Secret``; ``locked`` (inside a write) holds the row until
+        the write ends."""
         stored = self._stored(model)
         if not isinstance(id, str):
             return None
@@ -281,8 +282,8 @@ class Store:
         decoders = []
         for name in names:
             assert model is not None
-            if name in model.fields and model.fields[name].type == "encrypted":
-                decoders.append((name, Encrypted))
+            if name in model.fields and model.fields[name].type in HIDDEN:
+                decoders.append((name, SEALED[model.fields[name].type]))
             elif (decode := self._converter(model, name)[1]) is not None:
                 decoders.append((name, decode))
         return _Statement(str(compiled), names, tuple(decoders), constants or None)
@@ -297,7 +298,7 @@ class Store:
         return statement
 
     def _columns(self, model: Model, sealed: bool) -> tuple[str, ...]:
-        shown = (name for name, f in model.fields.items() if sealed or f.type != "encrypted")
+        shown = (name for name, f in model.fields.items() if sealed or f.type not in HIDDEN)
         return ("_id", "createdAt", "updatedAt", *shown)
 
     # --- running
@@ -471,7 +472,7 @@ def _ordering(model: Model, table: sa.Table, order: tuple) -> list[Any]:
     clauses = []
     for name, direction in order:
         f = model.fields.get(name)
-        if name not in ("_id", "createdAt", "updatedAt") and (f is None or KINDS[f.type] == "json" or f.type == "encrypted"):
+        if name not in ("_id", "createdAt", "updatedAt") and (f is None or KINDS[f.type] == "json" or f.type in HIDDEN):
             raise FlowError("invalid_sort", f"cannot sort {model.name} by '{name}'", status=500,
                             details={"field": name, "model": model.name})  # fmt: skip
         column = table.c[name]

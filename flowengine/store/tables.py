@@ -25,7 +25,7 @@ from flowengine.models import Field, Model, iso
 
 #: Storage kinds: what a field type becomes in the database.
 KINDS = {
-    "text": "text", "email": "text", "phone": "text", "reference": "text", "encrypted": "text",
+    "text": "text", "email": "text", "phone": "text", "reference": "text", "encrypted": "text", "secret": "text",
     "integer": "integer", "decimal": "decimal", "boolean": "boolean", "date": "date",
     "datetime": "datetime", "list": "json", "object": "json",
 }  # fmt: skip
