@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator
 from urllib.parse import urlparse
@@ -17,6 +18,8 @@ from urllib.parse import urlparse
 import httpx
 import bcrypt
 import pytest
+
+from flowengine.cache import MemoryCache, open_cache
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 POSTGRES_URL = os.environ.get(
@@ -81,3 +84,18 @@ def checkpw_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
     monkeypatch.setattr(bcrypt, "checkpw", counted)
     return given
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def cache(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """The in-process cache, then Redis under a fresh namespace emptied afterwards: what must
+    hold on one must hold on the other. (A test file may define its own ``cache``.)"""
+    if request.param == "memory":
+        yield MemoryCache()
+        return
+    backend = open_cache(request.getfixturevalue("redis_url"), f"test-{uuid.uuid4().hex}")
+    yield backend
+    keys, _ = await backend.keys("*", count=1000)
+    if keys:
+        await backend.delete(*keys)
+    await backend.close()

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 
 import pytest
 
-from flowengine.cache import MemoryCache, open_cache
 from flowengine.errors import FlowError
 from flowengine.otp import OneTimeCodes, Policy, reset_failures
 
@@ -25,20 +23,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def cache(request):
-    if request.param == "memory":
-        backend = MemoryCache()
-    else:
-        backend = open_cache(request.getfixturevalue("redis_url"), f"otp-test-{uuid.uuid4().hex}")
-    yield backend
-    if request.param == "redis":
-        keys, _ = await backend.keys("*", count=1000)
-        if keys:
-            await backend.delete(*keys)
-    await backend.close()
 
 
 @pytest.fixture

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import textwrap
-import uuid
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from flowengine.cache import MemoryCache, open_cache
 from flowengine.context import Services
 from flowengine.interpreter import run_flow
 from flowengine.models import Secret
@@ -32,20 +30,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def cache(request):
-    if request.param == "memory":
-        backend = MemoryCache()
-    else:
-        backend = open_cache(request.getfixturevalue("redis_url"), f"totp-test-{uuid.uuid4().hex}")
-    yield backend
-    if request.param == "redis":
-        keys, _ = await backend.keys("*", count=1000)
-        if keys:
-            await backend.delete(*keys)
-    await backend.close()
 
 
 class Overlapping:
