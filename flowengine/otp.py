@@ -78,6 +78,14 @@ class Verdict:
     #: ``locked`` while the account's guesses wait: whole seconds until the next is compared.
     retry_after: int | None = None
 
+    def failure(self) -> tuple[str, Any]:
+        """A check node's output and value when the code did not verify."""
+        if self.outcome == "invalid":
+            return "invalid", {"attemptsLeft": self.attempts_left}
+        if self.outcome == "locked" and self.retry_after is not None:
+            return "locked", {"retryAfter": self.retry_after}
+        return self.outcome, None
+
 
 class OneTimeCodes:
     """Issue and check codes, keeping all state in ``cache``."""

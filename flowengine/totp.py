@@ -32,7 +32,6 @@ import math
 import re
 import secrets
 import struct
-from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import quote, urlencode
 
@@ -42,7 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from flowengine.models import Secret
-from flowengine.otp import OneTimeCodes, Policy, failure_keys, reset_failures
+from flowengine.otp import OneTimeCodes, Policy, Verdict, failure_keys, reset_failures
 
 DIGITS = 6
 STEP = 30
@@ -127,16 +126,6 @@ def unseal(app_secret: bytes, user: str, sealed: Any) -> str | None:
 
 
 # --- checking -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """``verified``, ``invalid`` (``attempts_left`` before guesses wait) or ``locked``."""
-
-    outcome: str
-    attempts_left: int = 0
-    #: ``locked``: whole seconds until the next guess is compared; None once codes are disabled.
-    retry_after: int | None = None
 
 
 class Authenticator:

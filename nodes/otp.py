@@ -72,8 +72,4 @@ async def otp_verify(ctx, params):
     if verdict.outcome == "verified":
         record = verdict.challenge or {}
         return "verified", {"user": record["user"], "destination": record["destination"], "challengeId": record["id"]}
-    if verdict.outcome == "invalid":
-        return "invalid", {"attemptsLeft": verdict.attempts_left}
-    if verdict.retry_after is not None:
-        return "locked", {"retryAfter": verdict.retry_after}
-    return verdict.outcome, None
+    return verdict.failure()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flowengine.errors import FlowError
 from flowengine.registry import Param, node_type
-from flowengine.totp import Authenticator, Verdict
+from flowengine.totp import Authenticator
 
 _USER = Param.expression(required=True, description="the user the factor belongs to (their _id)")
 _CODE = Param.expression(required=True, description="the 6-digit code from the authenticator app")
@@ -24,14 +24,6 @@ def _user(value) -> str:
     if not isinstance(value, str) or not value:
         raise FlowError("totp_no_user", "an authenticator code needs the user's _id", status=400, retryable=False)
     return value
-
-
-def _routed(verdict: Verdict):
-    if verdict.outcome == "invalid":
-        return "invalid", {"attemptsLeft": verdict.attempts_left}
-    if verdict.outcome == "locked" and verdict.retry_after is not None:
-        return "locked", {"retryAfter": verdict.retry_after}
-    return verdict.outcome, None
 
 
 @node_type(
@@ -65,7 +57,7 @@ async def totp_confirm(ctx, params):
     verdict, sealed = await _authenticator(ctx).confirm(user, params["code"])
     if verdict.outcome == "verified":
         return "verified", {"user": user, "sealed": sealed}
-    return _routed(verdict)
+    return verdict.failure()
 
 
 @node_type(
@@ -90,4 +82,4 @@ async def totp_verify(ctx, params):
     verdict = await _authenticator(ctx).verify(user, params["code"], params["sealed"])
     if verdict.outcome == "verified":
         return "verified", {"user": user}
-    return _routed(verdict)
+    return verdict.failure()
